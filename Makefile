@@ -1,0 +1,37 @@
+# Qubes network-VM hotplug entry points.
+#
+#   make venv          .venv with the project and its test tools installed
+#   make test          the whole test suite (integration tests need root)
+#   make demo          the main job in the simulated environment
+#   make bench         performance figures (not a test)
+#   make install DESTDIR=... PREFIX=/usr
+
+PYTHON ?= /usr/bin/python3
+VENV ?= .venv
+VPY = $(VENV)/bin/python
+
+.PHONY: all venv test unit demo bench clean
+
+all: venv
+
+# The venv sees the distribution's site-packages: the libnftables binding
+# (python3-nftables) must match the system's libnftables and comes from there.
+$(VENV)/.stamp: setup.cfg pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+test: venv
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(VPY) -m pytest -m 'not netns' $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/qubes-netsim demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +
