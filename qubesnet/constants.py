@@ -1,0 +1,64 @@
+"""Names and numbers of the environment we plug into, defined once.
+
+See ../shared/docs/contract.md (the drop-in contract) for where each comes from.
+"""
+
+from typing import Final
+
+# --- nftables layout (contract: "The nftables layout the suite maintains") ---
+QUBES_TABLE: Final = "qubes"
+FAMILIES: Final = ("ip", "ip6")
+SET_DOWNSTREAM: Final = "downstream"
+SET_ALLOWED: Final = "allowed"
+CHAIN_PREROUTING: Final = "prerouting"
+CHAIN_ANTISPOOF: Final = "antispoof"
+CHAIN_INPUT: Final = "input"
+CHAIN_FORWARD: Final = "forward"
+CHAIN_POSTROUTING: Final = "postrouting"
+CHAIN_CUSTOM_INPUT: Final = "custom-input"
+CHAIN_CUSTOM_FORWARD: Final = "custom-forward"
+CHAIN_ICMPV6: Final = "_icmpv6"
+CHAIN_DNAT_DNS: Final = "dnat-dns"
+
+# Optional acceleration: an inet table holding a flowtable over vifs and uplinks.
+FLOW_TABLE: Final = "qubes-flowtable"
+FLOWTABLE: Final = "ft"
+FLOW_CHAIN: Final = "forward"
+
+# --- interface groups ---
+UPLINK_GROUP: Final = 1
+VIF_GROUP: Final = 2
+
+# --- Xen / libxl ---
+MAX_DOMID: Final = 32752  # highest domid libxl hands out; metric = MAX_DOMID - domid
+IFNAMSIZ: Final = 16  # kernel limit including the terminating NUL
+XENSTORED_SOCKETS: Final = ("/var/run/xenstored/socket",)
+XENBUS_DEVICE: Final = "/dev/xen/xenbus"
+XENSTORE_MAX_PAYLOAD: Final = 4096
+HOTPLUG_LOG: Final = "/var/log/xen/xen-hotplug.log"
+LOCK_FILE: Final = "/run/xen-hotplug/qubes-vif-route.lock"
+
+# --- QubesDB ---
+QUBESDB_SOCKET: Final = "/var/run/qubes/qubesdb.sock"
+QUBESDB_MAX_PATH: Final = 64  # including the NUL
+QUBESDB_MAX_DATA: Final = 3072
+QDB_GATEWAY: Final = "/qubes-netvm-gateway"
+QDB_GATEWAY6: Final = "/qubes-netvm-gateway6"
+QDB_PRIMARY_DNS: Final = "/qubes-netvm-primary-dns"
+QDB_SECONDARY_DNS: Final = "/qubes-netvm-secondary-dns"
+QDB_OWN_IP: Final = "/qubes-ip"
+QDB_OWN_IP6: Final = "/qubes-ip6"
+QDB_SERVICE_PREFIX: Final = "/qubes-service/"
+QDB_MAPPED_PREFIX: Final = "/mapped-ip/"
+
+# --- service flags ---
+SERVICE_HARDEN: Final = "harden-network-interfaces"
+SERVICE_FLOWTABLE: Final = "network-flowtable"
+
+# --- files an administrator controls ---
+NETWORK_HOOKS_DIR: Final = "/rw/config/network-hooks.d"
+HOOK_TIMEOUT: Final = 30.0  # seconds one network hook may run
+
+# --- kernel ---
+RT_TABLE_MAIN: Final = 254
+RTPROT_BOOT: Final = 3  # what `ip route add` uses, as the shell scripts did
