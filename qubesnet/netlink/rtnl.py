@@ -1,0 +1,265 @@
+"""rtnetlink operations the hotplug needs: links, addresses, routes, neighbours.
+
+Adds report whether they created something (``EEXIST`` counts as success,
+nothing created) and deletes whether something was there (a missing object
+counts as success, nothing removed), decided by errno. That is what makes
+``online`` idempotent and lets its undo log record only real changes.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from . import _pyroute2  # noqa: F401
+from .nlsock import (
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NetlinkError,
+    NetlinkSocket,
+)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ndmsg import ndmsg  # noqa: E402
+from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
+
+IPAddress = IPv4Address | IPv6Address
+
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+IFF_UP = 0x1
+NUD_PERMANENT = 0x80
+IFA_F_NODAD = 0x02
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
+RTN_UNICAST = 1
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
+RTM_F_FIB_MATCH = 0x2000
+
+
+def _family(addr: IPAddress) -> int:
+    return socket.AF_INET if addr.version == 4 else socket.AF_INET6
+
+
+def _hostlen(addr: IPAddress) -> int:
+    return addr.max_prefixlen
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    up: bool
+    group: int
+
+
+@dataclass(frozen=True)
+class RouteLookup:
+    oif: int | None
+    dst_len: int
+
+
+class Rtnl:
+    """The rtnetlink gateway; one socket, closed with ``close()``."""
+
+    def __init__(self, dry_run: bool = False) -> None:
+        self._nl = NetlinkSocket(socket.NETLINK_ROUTE)
+        # With dry_run, changes are not sent and report "created/removed".
+        self.dry_run = dry_run
+
+    def close(self) -> None:
+        self._nl.close()
+
+    # --- links ---
+
+    def get_link(self, name: str) -> Link | None:
+        """The interface called ``name``, or None if there is none."""
+        msg = ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", name)]
+        try:
+            (answer,) = self._nl.request(msg, RTM_GETLINK, 0, f"get link {name}", _decode(ifinfmsg))
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        return Link(
+            index=answer["index"],
+            name=answer.get_attr("IFLA_IFNAME"),
+            up=bool(answer["flags"] & IFF_UP),
+            group=answer.get_attr("IFLA_GROUP") or 0,
+        )
+
+    def set_link(
+        self,
+        index: int,
+        *,
+        up: bool | None = None,
+        group: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if self.dry_run:
+            return
+        msg = ifinfmsg()
+        msg["index"] = index
+        attrs: list[tuple[str, object]] = []
+        if up is not None:
+            msg["flags"] = IFF_UP if up else 0
+            msg["change"] = IFF_UP
+        if group is not None:
+            attrs.append(("IFLA_GROUP", group))
+        if name is not None:
+            attrs.append(("IFLA_IFNAME", name))
+        msg["attrs"] = attrs
+        self._nl.request(msg, RTM_NEWLINK, 0, f"set link {index}")
+
+    # --- addresses ---
+
+    def _address_msg(self, index: int, addr: IPAddress, prefixlen: int, nodad: bool) -> ifaddrmsg:
+        msg = ifaddrmsg()
+        msg["family"] = _family(addr)
+        msg["prefixlen"] = prefixlen
+        msg["index"] = index
+        msg["scope"] = RT_SCOPE_UNIVERSE
+        msg["flags"] = IFA_F_NODAD if nodad else 0
+        msg["attrs"] = [("IFA_LOCAL", str(addr)), ("IFA_ADDRESS", str(addr))]
+        return msg
+
+    def add_address(self, index: int, addr: IPAddress, prefixlen: int, *, nodad: bool = False) -> bool:
+        if self.dry_run:
+            return True
+        msg = self._address_msg(index, addr, prefixlen, nodad)
+        try:
+            self._nl.request(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, f"add address {addr}/{prefixlen}")
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                return False
+            raise
+        return True
+
+    def del_address(self, index: int, addr: IPAddress, prefixlen: int) -> bool:
+        if self.dry_run:
+            return True
+        msg = self._address_msg(index, addr, prefixlen, False)
+        try:
+            self._nl.request(msg, RTM_DELADDR, 0, f"delete address {addr}/{prefixlen}")
+        except NetlinkError as exc:
+            if exc.code in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+                return False
+            raise
+        return True
+
+    # --- routes ---
+
+    def _route_msg(self, index: int, dst: IPAddress, metric: int) -> rtmsg:
+        msg = rtmsg()
+        msg["family"] = _family(dst)
+        msg["dst_len"] = _hostlen(dst)
+        msg["table"] = RT_TABLE_MAIN
+        msg["proto"] = RTPROT_BOOT
+        # A host route through a device without a gateway is link-scoped,
+        # exactly what `ip route add ADDR dev VIF` creates.
+        msg["scope"] = RT_SCOPE_LINK if dst.version == 4 else RT_SCOPE_UNIVERSE
+        msg["type"] = RTN_UNICAST
+        msg["attrs"] = [("RTA_DST", str(dst)), ("RTA_OIF", index), ("RTA_PRIORITY", metric)]
+        return msg
+
+    def add_route(self, index: int, dst: IPAddress, metric: int) -> bool:
+        if self.dry_run:
+            return True
+        msg = self._route_msg(index, dst, metric)
+        try:
+            self._nl.request(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, f"add route {dst} metric {metric}")
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                return False
+            raise
+        return True
+
+    def del_route(self, index: int, dst: IPAddress, metric: int) -> bool:
+        if self.dry_run:
+            return True
+        msg = self._route_msg(index, dst, metric)
+        # As `ip route del` does: any scope, any protocol, but this very
+        # device and metric, so another vif's route to the address survives.
+        msg["scope"] = RT_SCOPE_NOWHERE
+        msg["proto"] = 0
+        try:
+            self._nl.request(msg, RTM_DELROUTE, 0, f"delete route {dst} metric {metric}")
+        except NetlinkError as exc:
+            if exc.code in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                return False
+            raise
+        return True
+
+    def lookup_route(self, dst: IPAddress) -> RouteLookup | None:
+        """The route the kernel would use to reach ``dst`` (``ip route get fibmatch``)."""
+        msg = rtmsg()
+        msg["family"] = _family(dst)
+        msg["dst_len"] = _hostlen(dst)
+        # Without FIB_MATCH the answer's dst_len is the query's, not the route's.
+        msg["flags"] = RTM_F_FIB_MATCH
+        msg["attrs"] = [("RTA_DST", str(dst))]
+        try:
+            answers = self._nl.request(msg, RTM_GETROUTE, 0, f"look up route to {dst}", _decode(rtmsg))
+        except NetlinkError as exc:
+            if exc.code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOENT):
+                return None
+            raise
+        if not answers:
+            return None
+        return RouteLookup(oif=answers[0].get_attr("RTA_OIF"), dst_len=answers[0]["dst_len"])
+
+    # --- neighbours ---
+
+    def _neigh_msg(self, index: int, addr: IPAddress, mac: str | None) -> ndmsg:
+        msg = ndmsg()
+        msg["family"] = _family(addr)
+        msg["ifindex"] = index
+        msg["state"] = NUD_PERMANENT
+        attrs: list[tuple[str, str]] = [("NDA_DST", str(addr))]
+        if mac is not None:
+            attrs.append(("NDA_LLADDR", mac))
+        msg["attrs"] = attrs
+        return msg
+
+    def add_neighbour(self, index: int, addr: IPAddress, mac: str) -> bool:
+        """A permanent entry; an existing one is replaced (returns False)."""
+        if self.dry_run:
+            return True
+        msg = self._neigh_msg(index, addr, mac)
+        try:
+            self._nl.request(msg, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_EXCL, f"add neighbour {addr}")
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        else:
+            return True
+        msg = self._neigh_msg(index, addr, mac)
+        self._nl.request(msg, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, f"replace neighbour {addr}")
+        return False
+
+    def del_neighbour(self, index: int, addr: IPAddress) -> bool:
+        if self.dry_run:
+            return True
+        msg = self._neigh_msg(index, addr, None)
+        try:
+            self._nl.request(msg, RTM_DELNEIGH, 0, f"delete neighbour {addr}")
+        except NetlinkError as exc:
+            if exc.code in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
+                return False
+            raise
+        return True
+
+
+def _decode(cls: type) -> object:
+    def decode(raw: bytes) -> object:
+        msg = cls(raw)
+        msg.decode()
+        return msg
+
+    return decode
