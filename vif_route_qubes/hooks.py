@@ -1,0 +1,68 @@
+"""Network hooks: administrator scripts run on every vif event.
+
+Every executable regular file in ``/rw/config/network-hooks.d/`` runs, in
+name order, as ``HOOK COMMAND VIF VIF_TYPE [ADDR]``. A hook is the
+administrator's code, not ours: its failure (or hang, cut off after a bound)
+is logged and never fails the hotplug.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+
+log = logging.getLogger(__name__)
+
+
+class Hooks:
+    def __init__(self, directory: str, timeout: float, dry_run: bool = False) -> None:
+        self.directory = directory
+        self.timeout = timeout
+        self.dry_run = dry_run
+
+    def list(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.warning("cannot list network hooks in %s: %s", self.directory, exc.strerror)
+            return []
+        hooks = []
+        for name in names:
+            path = os.path.join(self.directory, name)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and os.access(path, os.X_OK):
+                hooks.append(path)
+        return hooks
+
+    def run(self, argv_tail: list[str]) -> None:
+        for hook in self.list():
+            argv = [hook, *argv_tail]
+            log.debug("running network hook %s", " ".join(argv))
+            if self.dry_run:
+                continue
+            try:
+                result = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    timeout=self.timeout,
+                    cwd="/",
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                log.warning("network hook %s did not finish within %g s; killed", hook, self.timeout)
+                continue
+            except OSError as exc:
+                log.warning("network hook %s could not run: %s", hook, exc.strerror)
+                continue
+            if result.returncode != 0:
+                tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+                log.warning("network hook %s failed with status %d %s", hook, result.returncode, tail[0])

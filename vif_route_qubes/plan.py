@@ -1,0 +1,226 @@
+"""Pure planning: validated inputs and kernel facts in, ordered steps out.
+
+``online`` and ``offline`` are planned from the same description of what a
+connected vif consists of, so teardown cannot drift from set-up. The order
+of the online steps is the security argument of the whole script:
+
+1. rename and sysctls while the link is still down;
+2. stale conntrack entries of the client's addresses purged;
+3. anti-spoofing set elements committed (one nftables transaction);
+4. only then the link up, in interface group 2 (whose traffic must pass the
+   antispoof chain), followed by routes, neighbours and gateway addresses.
+   IPv4 routes need the link up, and the kernel flushes neighbour entries
+   of a link that goes down, so these come after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from qubesnet.constants import FAMILIES, VIF_GROUP
+from qubesnet.layout import build_layout_removal, build_missing_layout
+from qubesnet.nftjson import Json
+
+from .inputs import VifInputs
+from .nftplan import build_flowtable_add, build_flowtable_remove
+
+IPAddress = IPv4Address | IPv6Address
+
+
+# --- steps ---
+
+
+@dataclass(frozen=True)
+class Rename:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class SetSysctl:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class PurgeConntrack:
+    addr: IPAddress
+
+
+@dataclass(frozen=True)
+class AntispoofElements:
+    """The vif's set elements, plus any missing base layout and flowtable."""
+
+    present: bool
+    addresses: tuple[IPAddress, ...]
+    layout: tuple[Json, ...] = ()
+    layout_undo: tuple[Json, ...] = ()
+    flowtable: tuple[Json, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkState:
+    up: bool
+    group: int
+
+
+@dataclass(frozen=True)
+class HostRoute:
+    present: bool
+    dst: IPAddress
+    metric: int
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    present: bool
+    addr: IPAddress
+    mac: str | None
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    present: bool
+    addr: IPAddress
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    command: str
+    addr: IPAddress | None
+
+
+Step = (
+    Rename
+    | SetSysctl
+    | PurgeConntrack
+    | AntispoofElements
+    | LinkState
+    | HostRoute
+    | Neighbour
+    | GatewayAddress
+    | RunHooks
+)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Read-only observations of the kernel, gathered before planning."""
+
+    link_name: str | None  # the name the interface has now, None if absent
+    ipv6_kernel: bool  # IPv6 exists in this kernel (/proc/sys/net/ipv6)
+    ipv6_on_vif: bool  # IPv6 enabled on the interface (disable_ipv6 = 0)
+    chains: Mapping[str, frozenset[str]] = field(default_factory=dict)  # family -> chains of table qubes
+    qubes_tables: frozenset[str] = frozenset()  # families having table qubes
+    flow_table_exists: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    command: str
+    ifname: str
+    addresses: tuple[IPAddress, ...]  # the client addresses concerned
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...] = ()  # what was skipped and why, logged as warnings
+
+
+HARDEN_IPV4 = {"accept_redirects": "0", "send_redirects": "0", "accept_source_route": "0"}
+HARDEN_IPV6 = {"accept_redirects": "0", "accept_source_route": "0", "accept_ra": "0", "accept_dad": "0", "dad_transmits": "0"}
+
+
+def ipv4_conf(ifname: str, name: str) -> str:
+    return f"net/ipv4/conf/{ifname}/{name}"
+
+
+def ipv6_conf(ifname: str, name: str) -> str:
+    return f"net/ipv6/conf/{ifname}/{name}"
+
+
+def _families(facts: Facts) -> tuple[str, ...]:
+    return FAMILIES if facts.ipv6_kernel else ("ip",)
+
+
+def plan_online(inp: VifInputs, facts: Facts) -> Plan:
+    ifname = inp.ifname
+    notes: list[str] = []
+    steps: list[Step] = []
+
+    if inp.renamed and facts.link_name == inp.vif.name:
+        steps.append(Rename(inp.vif.name, ifname))
+
+    # Addresses we configure; IPv6 ones only where IPv6 works. An IPv6
+    # problem never costs the client its IPv4 connectivity.
+    addrs = list(inp.addresses.used)
+    routed = [a for a in addrs if a.version == 4 or facts.ipv6_on_vif]
+    for addr in addrs:
+        if addr not in routed:
+            where = "in the kernel" if not facts.ipv6_kernel else f"on {ifname}"
+            notes.append(f"IPv6 is disabled {where}: no route to {addr}")
+    for addr in inp.addresses.ignored:
+        notes.append(f"ignoring extra address {addr} (one per family is used)")
+    filtered = [a for a in addrs if a.version == 4 or facts.ipv6_kernel]
+
+    steps.append(SetSysctl(ipv4_conf(ifname, "proxy_arp"), "1"))
+    gateway6 = inp.gateway6
+    if gateway6 is not None and gateway6.is_link_local:
+        gateway6 = None  # the client reaches a link-local gateway directly
+    elif gateway6 is not None and not facts.ipv6_on_vif:
+        notes.append(f"IPv6 is disabled on {ifname}: gateway {gateway6} not configured")
+        gateway6 = None
+    if gateway6 is not None:
+        steps.append(SetSysctl(ipv6_conf(ifname, "proxy_ndp"), "1"))
+    if inp.harden:
+        steps += [SetSysctl(ipv4_conf(ifname, k), v) for k, v in HARDEN_IPV4.items()]
+        if facts.ipv6_on_vif:
+            steps += [SetSysctl(ipv6_conf(ifname, k), v) for k, v in HARDEN_IPV6.items()]
+
+    steps += [PurgeConntrack(addr) for addr in filtered]
+
+    layout: list[Json] = []
+    layout_undo: list[Json] = []
+    for family in _families(facts):
+        chains = facts.chains.get(family, frozenset())
+        layout += build_missing_layout(family, chains)
+        layout_undo += build_layout_removal(family, chains, family in facts.qubes_tables)
+    flowtable = tuple(build_flowtable_add(ifname, facts.flow_table_exists)) if inp.flowtable else ()
+    steps.append(AntispoofElements(True, tuple(filtered), tuple(layout), tuple(layout_undo), flowtable))
+
+    steps.append(LinkState(up=True, group=VIF_GROUP))
+    steps += [HostRoute(True, addr, inp.vif.metric) for addr in routed]
+    steps += [Neighbour(True, addr, inp.mac) for addr in routed]
+    if inp.gateway is not None:
+        steps.append(GatewayAddress(True, inp.gateway, 32))
+    if gateway6 is not None:
+        steps.append(GatewayAddress(True, gateway6, 128))
+
+    steps += [RunHooks("online", addr) for addr in addrs] or [RunHooks("online", None)]
+    return Plan("online", ifname, tuple(addrs), tuple(steps), tuple(notes))
+
+
+def plan_offline(inp: VifInputs, facts: Facts) -> Plan:
+    """Remove what online added; an interface already gone is fine."""
+    ifname = facts.link_name or inp.ifname
+    addrs = list(inp.addresses.used)
+    filtered = [a for a in addrs if a.version == 4 or facts.ipv6_kernel]
+    steps: list[Step] = []
+    link = facts.link_name is not None
+
+    if link:
+        # Stop traffic first; the link's routes go with their deletion below.
+        steps.append(LinkState(up=False, group=0))
+        # Clean IPv6 up even if IPv6 is disabled on the vif by now.
+        steps += [HostRoute(False, addr, inp.vif.metric) for addr in filtered]
+    flowtable = tuple(build_flowtable_remove(ifname)) if link and facts.flow_table_exists else ()
+    steps.append(AntispoofElements(False, tuple(filtered), flowtable=flowtable))
+    if link:
+        steps += [Neighbour(False, addr, None) for addr in filtered]
+        if inp.gateway is not None:
+            steps.append(GatewayAddress(False, inp.gateway, 32))
+        if inp.gateway6 is not None and not inp.gateway6.is_link_local:
+            steps.append(GatewayAddress(False, inp.gateway6, 128))
+    steps += [PurgeConntrack(addr) for addr in filtered]
+    steps += [RunHooks("offline", addr) for addr in addrs] or [RunHooks("offline", None)]
+    return Plan("offline", ifname, tuple(addrs), tuple(steps))
