@@ -1,0 +1,95 @@
+"""Named network namespaces and the commands run inside them.
+
+Commands enter a namespace with ``nsenter --net=/run/netns/NAME``, not
+``ip netns exec``: the latter gives each run a private mount namespace, in
+which namespaces created by the command (``ip netns add``) would not be
+visible to the next one. Everything here shells out to iproute2, which makes
+these helpers an oracle independent of the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+NETNS_DIR = "/run/netns"
+
+
+def unique_prefix(tag: str = "qnsim") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30, input_: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), check=check, capture_output=True, text=True, timeout=timeout, input=input_, env=env
+    )
+
+
+class Netns:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def path(self) -> str:
+        return os.path.join(NETNS_DIR, self.name)
+
+    def create(self) -> Netns:
+        run(["ip", "netns", "add", self.name])
+        self.sh("ip link set lo up")
+        return self
+
+    def delete(self) -> None:
+        if os.path.exists(self.path):
+            run(["ip", "netns", "delete", self.name], check=False)
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def prefix(self) -> list[str]:
+        return ["nsenter", f"--net={self.path}", "--"]
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return run(self.prefix() + list(argv), **kwargs)
+
+    def sh(self, command: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return self.run(["sh", "-c", command], **kwargs)
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.prefix() + list(argv), text=True, **kwargs)
+
+    def ip_json(self, *args: str) -> Any:
+        out = self.run(["ip", "-j", *args]).stdout
+        return json.loads(out) if out.strip() else []
+
+    def nft_json(self, *args: str) -> list[dict[str, Any]]:
+        result = self.run(["nft", "-j", *args], check=False)
+        if result.returncode != 0:
+            return []
+        return [i for i in json.loads(result.stdout).get("nftables", []) if "metainfo" not in i]
+
+    def sysctl(self, key: str) -> str | None:
+        result = self.run(["cat", f"/proc/sys/{key}"], check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def set_sysctl(self, key: str, value: str) -> None:
+        self.sh(f"echo {value} > /proc/sys/{key}")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it is truthy; raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

@@ -1,0 +1,249 @@
+"""A simulated Qubes network VM built from network namespaces.
+
+    upstream ns                netvm ns                         client ns (one per VM)
+    eth0 198.51.100.1  <--->   eth0 198.51.100.2 (group 1)
+    dnsmasq (DNS)              vif<domid>.0 (veth)   <--->     eth0 10.137.0.<n>
+                               XenStore + QubesDB doubles       default via 10.137.0.1
+
+The doubles are populated as a real netvm's would be: QubesDB holds the
+gateway and DNS addresses, XenStore holds each backend's ``ip``, ``mac``,
+``type``... under ``/local/domain/<netvm domid>/backend/vif/<domid>/0``.
+The entry points run inside the netvm namespace as real processes, exactly
+as libxl would start them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+
+from .netns import Netns, run, unique_prefix
+from .qubesdbd import QubesDBDouble
+from .xenstored import XenStoreDouble
+
+NETVM_DOMID = 1
+GATEWAY = "10.137.0.1"
+GATEWAY6 = "fd09:24ef:4179::a89:1"
+VIRTUAL_DNS = ("10.139.1.1", "10.139.1.2")
+UPSTREAM = "198.51.100.1"
+NETVM_UPLINK = "198.51.100.2"
+UPSTREAM6 = "2001:db8:100::1"
+NETVM_UPLINK6 = "2001:db8:100::2"
+UPSTREAM_NAME = "upstream.test"
+VIF_MAC = "fe:ff:ff:ff:ff:ff"  # what Xen's netback gives every vif
+
+
+def bin_path(name: str) -> str:
+    """An installed entry point next to the running interpreter (the venv's)."""
+    override = os.environ.get("QUBES_NETSIM_BIN")
+    directory = override or os.path.dirname(sys.executable)
+    path = os.path.join(directory, name)
+    return path if os.path.exists(path) else shutil.which(name) or path
+
+
+@dataclass
+class Client:
+    domid: int
+    ns: Netns
+    ipv4: IPv4Address | None
+    ipv6: IPv6Address | None
+    mac: str
+
+    @property
+    def vif(self) -> str:
+        return f"vif{self.domid}.0"
+
+    @property
+    def xenbus_path(self) -> str:
+        """Relative, as libxl passes it: resolved against the netvm's home."""
+        return f"backend/vif/{self.domid}/0"
+
+    def ping(self, target: str, *, source: str | None = None, count: int = 1, wait: float = 2.0) -> bool:
+        argv = ["ping", "-n", "-q", "-c", str(count), "-W", f"{wait:g}"]
+        if source:
+            argv += ["-I", source]
+        return self.ns.run(argv + [target], check=False, timeout=wait * count + 5).returncode == 0
+
+
+class SimNetvm:
+    """Build with ``create()``, tear down with ``destroy()`` (also on failure)."""
+
+    def __init__(self, prefix: str | None = None, *, load_layout: bool = True, ipv6: bool = True) -> None:
+        self.prefix = prefix or unique_prefix()
+        self.workdir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
+        self.netvm = Netns(f"{self.prefix}-netvm")
+        self.upstream = Netns(f"{self.prefix}-up")
+        self.clients: dict[int, Client] = {}
+        self.load_layout = load_layout
+        self.ipv6 = ipv6
+        self.xenstore = XenStoreDouble(os.path.join(self.workdir, "xenstored.sock"), domid=NETVM_DOMID)
+        self.qubesdb = QubesDBDouble(os.path.join(self.workdir, "qubesdb.sock"))
+        self.hooks_dir = os.path.join(self.workdir, "network-hooks.d")
+        self._dnsmasq: subprocess.Popen[str] | None = None
+
+    # --- building ---
+
+    def create(self) -> SimNetvm:
+        try:
+            self._create()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def _create(self) -> None:
+        os.makedirs(self.hooks_dir)
+        self.xenstore.start()
+        self.qubesdb.start()
+        self.upstream.create()
+        self.netvm.create()
+        run(["ip", "link", "add", "eth0", "netns", self.upstream.name, "type", "veth",
+             "peer", "name", "eth0", "netns", self.netvm.name])
+        self.upstream.sh(
+            f"ip addr add {UPSTREAM}/24 dev eth0 && ip link set eth0 up"
+            + (f" && ip addr add {UPSTREAM6}/64 dev eth0 nodad" if self.ipv6 else "")
+        )
+        self.netvm.sh(
+            f"ip addr add {NETVM_UPLINK}/24 dev eth0 && ip link set eth0 group 1 up"
+            f" && ip route add default via {UPSTREAM}"
+            " && echo 1 > /proc/sys/net/ipv4/ip_forward"
+            + (
+                f" && ip addr add {NETVM_UPLINK6}/64 dev eth0 nodad && ip -6 route add default via {UPSTREAM6}"
+                " && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"
+                if self.ipv6
+                else ""
+            )
+        )
+        if self.load_layout:
+            self.netvm.run([sys.executable, "-m", "qubes_netsim", "load-layout"])
+        q = self.qubesdb
+        q.write("/qubes-netvm-gateway", GATEWAY)
+        q.write("/qubes-netvm-primary-dns", VIRTUAL_DNS[0])
+        q.write("/qubes-netvm-secondary-dns", VIRTUAL_DNS[1])
+        q.write("/qubes-ip", NETVM_UPLINK)
+        if self.ipv6:
+            q.write("/qubes-netvm-gateway6", GATEWAY6)
+
+    def start_dns(self, records: dict[str, str] | None = None) -> None:
+        """dnsmasq on the upstream host, answering only its own records."""
+        records = records or {UPSTREAM_NAME: UPSTREAM}
+        argv = [
+            "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+            "--bind-interfaces", f"--listen-address={UPSTREAM}", "--except-interface=lo",
+            f"--pid-file={os.path.join(self.workdir, 'dnsmasq.pid')}", "--log-facility=-", "--user=root",
+        ]
+        argv += [f"--host-record={name},{addr}" for name, addr in records.items()]
+        self._dnsmasq = self.upstream.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def add_client(self, domid: int, ipv4: str | None, ipv6: str | None = None, *, mac: str | None = None,
+                   write_xenstore: bool = True) -> Client:
+        ns = Netns(f"{self.prefix}-c{domid}").create()
+        mac = mac or f"00:16:3e:5e:6c:{domid & 0xFF:02x}"
+        client = Client(domid, ns, IPv4Address(ipv4) if ipv4 else None, IPv6Address(ipv6) if ipv6 else None, mac)
+        self.clients[domid] = client
+        # The netvm end is born down, as a fresh Xen vif is.
+        run(["ip", "link", "add", client.vif, "netns", self.netvm.name, "address", VIF_MAC, "type", "veth",
+             "peer", "name", "eth0", "netns", ns.name, "address", mac])
+        setup = ["ip link set eth0 up"]
+        if ipv4:
+            setup += [f"ip addr add {ipv4}/32 dev eth0", f"ip route add {GATEWAY} dev eth0",
+                      f"ip route add default via {GATEWAY} dev eth0"]
+        if ipv6:
+            setup += [f"ip addr add {ipv6}/128 dev eth0 nodad", f"ip -6 route add {GATEWAY6} dev eth0",
+                      f"ip -6 route add default via {GATEWAY6} dev eth0"]
+        ns.sh(" && ".join(setup))
+        if write_xenstore:
+            self.write_backend(client)
+        return client
+
+    def write_backend(self, client: Client, **overrides: str) -> None:
+        base = f"{self.xenstore.home()}/{client.xenbus_path}"
+        addrs = " ".join(str(a) for a in (client.ipv4, client.ipv6) if a is not None)
+        keys = {"frontend-id": str(client.domid), "handle": "0", "online": "1", "mac": client.mac,
+                "ip": addrs, "type": "vif", "script": "/etc/xen/scripts/vif-route-qubes", **overrides}
+        for key, value in keys.items():
+            self.xenstore.write(f"{base}/{key}", value)
+
+    # --- running the entry points as libxl would ---
+
+    def env(self, client: Client | None = None, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "XENSTORED_PATH": self.xenstore.path,
+            "QUBESDB_SOCKET": self.qubesdb.path,
+        }
+        if client is not None:
+            env.update(vif=client.vif, XENBUS_PATH=client.xenbus_path)
+        env.update(extra)
+        return env
+
+    def vif_route(self, command: str, client: Client, *args: str, timeout: float = 60,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [bin_path("vif-route-qubes"), "--hooks-dir", self.hooks_dir, *args, command]
+        return self.netvm.run(argv, check=False, timeout=timeout, env=env or self.env(client))
+
+    def hotplug_status(self, client: Client) -> str | None:
+        value = self.xenstore.read(f"{client.xenbus_path}/hotplug-status")
+        return value.decode() if value is not None else None
+
+    def hotplug_error(self, client: Client) -> str | None:
+        value = self.xenstore.read(f"{client.xenbus_path}/hotplug-error")
+        return value.decode() if value is not None else None
+
+    # --- oracle views of the netvm (iproute2 and nft, not our code) ---
+
+    def set_elements(self, family: str, name: str) -> set[Any]:
+        items = self.netvm.nft_json("list", "set", family, "qubes", name)
+        elems: set[Any] = set()
+        for item in items:
+            for elem in item.get("set", {}).get("elem", []):
+                if isinstance(elem, dict) and "concat" in elem:
+                    elems.add((elem["concat"][0], str(ip_address(elem["concat"][1]))))
+                else:
+                    elems.add(str(ip_address(elem)))
+        return elems
+
+    def routes(self, family: str = "-4") -> list[dict[str, Any]]:
+        return self.netvm.ip_json(family, "route", "show", "table", "main")
+
+    def neighbours(self, dev: str) -> list[dict[str, Any]]:
+        return self.netvm.ip_json("neigh", "show", "dev", dev, "nud", "permanent")
+
+    def counter(self, family: str, chain: str) -> int:
+        """Packets counted by the counter rules of a qubes chain."""
+        total = 0
+        for item in self.netvm.nft_json("list", "chain", family, "qubes", chain):
+            for expr in item.get("rule", {}).get("expr", []):
+                if "counter" in expr and isinstance(expr["counter"], dict):
+                    total += expr["counter"].get("packets", 0)
+        return total
+
+    # --- teardown ---
+
+    def destroy(self) -> None:
+        if self._dnsmasq is not None and self._dnsmasq.poll() is None:
+            self._dnsmasq.send_signal(signal.SIGTERM)
+            try:
+                self._dnsmasq.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._dnsmasq.kill()
+        for client in list(self.clients.values()):
+            client.ns.delete()
+        for ns in (self.netvm, self.upstream):
+            ns.delete()
+        self.xenstore.stop()
+        self.qubesdb.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> SimNetvm:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
