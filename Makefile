@@ -1,7 +1,9 @@
 # Qubes network-VM hotplug entry points.
 #
+#   make deps          Debian packages (root): see scripts/bootstrap.sh
 #   make venv          .venv with the project and its test tools installed
-#   make test          the whole test suite (integration tests need root)
+#   make test          the whole test suite (needs root: network namespaces)
+#   make unit          the tests that need neither root nor namespaces
 #   make demo          the main job in the simulated environment
 #   make bench         performance figures (not a test)
 #   make install DESTDIR=... PREFIX=/usr
@@ -10,7 +12,7 @@ PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 VPY = $(VENV)/bin/python
 
-.PHONY: all venv test unit demo bench clean
+.PHONY: all deps venv test unit demo bench clean
 
 all: venv
 
@@ -23,8 +25,14 @@ $(VENV)/.stamp: setup.cfg pyproject.toml
 
 venv: $(VENV)/.stamp
 
+# System packages (Debian, as root): scripts/bootstrap.sh lists them.
+deps:
+	sh scripts/bootstrap.sh
+
+# The whole suite. QUBES_REQUIRE_NETNS=1 turns "cannot run the namespace
+# tests here" into a failure, never a silent skip.
 test: venv
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	QUBES_REQUIRE_NETNS=1 $(VPY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(VPY) -m pytest -m 'not netns' $(PYTEST_ARGS)

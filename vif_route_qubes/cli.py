@@ -11,12 +11,21 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from enum import IntEnum
 
 from qubesnet.constants import HOOK_TIMEOUT, NETWORK_HOOKS_DIR
-from qubesnet.errors import QubesNetError
+from typing import TYPE_CHECKING
+
+from qubesnet.errors import ConfigError, QubesNetError
 from qubesnet.logsetup import setup_logging
-from qubesnet.validate import parse_xenbus_path
+
+from .status import HotplugStatus
+
+if TYPE_CHECKING:
+    from qubesnet.xenstore import XenStore
+
+    from .inputs import VifEnv
 
 log = logging.getLogger("vif-route-qubes")
 
@@ -76,79 +85,68 @@ def _printable(value: str) -> str:
     return repr(value[:64])
 
 
-def _report_failure(xs: object, xenbus_path: str | None, message: str, dry_run: bool) -> None:
-    """hotplug-error first, then hotplug-status: libxl reads the former on the latter."""
-    if xs is None or xenbus_path is None or dry_run:
-        return
-    from qubesnet.xenstore import XenStore
-
-    assert isinstance(xs, XenStore)
-    try:
-        xs.write(f"{xenbus_path}/hotplug-error", message[:1024])
-        xs.write(f"{xenbus_path}/hotplug-status", "error")
-    except QubesNetError as exc:
-        log.error("cannot report the failure to XenStore: %s", exc)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging("vif-route-qubes", args.verbose, hotplug_log=True)
-    command = args.command
     started = time.monotonic()
     environ = os.environ
-    vif = _printable(environ.get("vif", ""))
-
-    if command in ("add", "remove"):
-        log.debug("%s %s: nothing to do for a vif", command, vif)
+    command, vif = _printable(args.command), _printable(environ.get("vif", ""))
+    label = f"{command} {vif}" if vif else command
+    if args.command in ("add", "remove"):
+        log.debug("%s: nothing to do for a vif", label)
         return ExitCode.OK
 
-    xenbus_path: str | None = None
-    xs = None
-    try:
-        xenbus_path = parse_xenbus_path("XENBUS_PATH", environ.get("XENBUS_PATH", ""))
-    except QubesNetError:
-        xenbus_path = None
-    try:
-        from qubesnet.xenstore import XenStore, default_address
+    from qubesnet.xenstore import XenStore, default_address
 
-        if xenbus_path is not None:
-            xs = XenStore.open(default_address(environ), args.timeout)
-        if command not in ("online", "offline"):
-            from qubesnet.errors import ConfigError
+    from .inputs import parse_env
 
-            raise ConfigError("COMMAND", f"unknown command {_printable(command)}: expected online, offline, add or remove")
-        outcome = _run(command, environ, xs, args)
+    xs: XenStore | None = None
+    try:
+        if args.command not in ("online", "offline"):
+            raise ConfigError("COMMAND", f"unknown command {command}: expected online, offline, add or remove")
+        env = parse_env(environ)
+        xs = XenStore.open(default_address(environ), args.timeout)
+        outcome = _run(args, env, xs, HotplugStatus(xs, env.xenbus_path, args.dry_run))
     except QubesNetError as exc:
-        message = str(exc)
-        log.error("%s %s failed: %s", _printable(command), vif, message)
-        _report_failure(xs, xenbus_path, message, args.dry_run)
+        log.error("%s failed: %s", label, exc)
+        _report_failure(environ, xs, str(exc), args)
         return ExitCode.FAILURE
     finally:
         if xs is not None:
             xs.close()
-    elapsed = (time.monotonic() - started) * 1000
-    log.info("%s %s: %s (%.0f ms)", command, vif, outcome, elapsed)
+    log.info("%s: %s (%.0f ms)", label, outcome, (time.monotonic() - started) * 1000)
     return ExitCode.OK
 
 
-def _run(command: str, environ: os._Environ[str], xs: object, args: argparse.Namespace) -> str:
+def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: str, args: argparse.Namespace) -> None:
+    """Tell libxl through XenStore, whenever XENBUS_PATH and XenStore are usable."""
+    from qubesnet.xenstore import XenStore, default_address
+
+    from .inputs import parse_xenbus_env
+
+    try:
+        xenbus_path = parse_xenbus_env(environ)
+        if xs is None:
+            with XenStore.open(default_address(environ), args.timeout) as fresh:
+                HotplugStatus(fresh, xenbus_path, args.dry_run).error(message)
+        else:
+            HotplugStatus(xs, xenbus_path, args.dry_run).error(message)
+    except QubesNetError as exc:
+        log.debug("failure not reported to XenStore: %s", exc)
+
+
+def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugStatus) -> str:
     from qubesnet.netlink.ctnl import Conntrack
     from qubesnet.netlink.rtnl import Rtnl
     from qubesnet.nft import Nft
     from qubesnet.qubesdb import QubesDB
     from qubesnet.qubesdb import default_address as qubesdb_address
     from qubesnet.sysctl import Sysctl
-    from qubesnet.xenstore import XenStore
 
     from .apply import Gateways
     from .event import Options, run_event
     from .hooks import Hooks
-    from .inputs import parse_env
 
-    env = parse_env(environ)
-    if xs is None:
-        raise AssertionError("XenStore connection missing for a valid XENBUS_PATH")
-    assert isinstance(xs, XenStore)
     dry = args.dry_run
 
     def report(line: str) -> None:
@@ -158,7 +156,7 @@ def _run(command: str, environ: os._Environ[str], xs: object, args: argparse.Nam
             log.debug("%s", line)
 
     def open_qubesdb() -> QubesDB:
-        return QubesDB.open(qubesdb_address(environ), args.timeout)
+        return QubesDB.open(qubesdb_address(os.environ), args.timeout)
 
     gw = Gateways(
         rtnl=Rtnl(dry_run=dry),
@@ -166,17 +164,16 @@ def _run(command: str, environ: os._Environ[str], xs: object, args: argparse.Nam
         sysctl=Sysctl(dry_run=dry),
         conntrack=Conntrack(dry_run=dry),
         hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT, dry_run=dry),
+        status=status,
     )
     try:
-        plan = run_event(command, env, xs, open_qubesdb, gw, Options(dry_run=dry, timeout=args.timeout), report)
+        plan = run_event(args.command, env, xs, open_qubesdb, gw, Options(dry_run=dry, timeout=args.timeout), report)
     finally:
         gw.close()
     addresses = ", ".join(map(str, plan.addresses)) or "no addresses"
-    if command == "online" and not dry:
-        xs.rm(f"{env.xenbus_path}/hotplug-error")
-        xs.write(f"{env.xenbus_path}/hotplug-status", "connected")
-        return f"connected ({addresses})"
-    return f"{'planned' if dry else 'done'} ({addresses})"
+    if dry:
+        return f"planned ({addresses})"
+    return f"{'connected' if args.command == 'online' else 'removed'} ({addresses})"
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import stat
 import subprocess
 
@@ -48,21 +49,34 @@ class Hooks:
             if self.dry_run:
                 continue
             try:
-                result = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    timeout=self.timeout,
-                    cwd="/",
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                log.warning("network hook %s did not finish within %g s; killed", hook, self.timeout)
-                continue
+                returncode, stderr = self._run_one(argv)
             except OSError as exc:
                 log.warning("network hook %s could not run: %s", hook, exc.strerror)
                 continue
-            if result.returncode != 0:
-                tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-                log.warning("network hook %s failed with status %d %s", hook, result.returncode, tail[0])
+            if returncode is None:
+                log.warning("network hook %s did not finish within %g s; killed", hook, self.timeout)
+            elif returncode != 0:
+                tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+                log.warning("network hook %s failed with status %d %s", hook, returncode, tail[0])
+
+    def _run_one(self, argv: list[str]) -> tuple[int | None, bytes]:
+        """Run one hook in its own process group; None as status on time-out.
+
+        On time-out the whole group is killed: a hook that left children
+        behind holding its stderr open cannot hang the hotplug.
+        """
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            start_new_session=True,
+        )
+        try:
+            _, stderr = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return None, b""
+        return proc.returncode, stderr

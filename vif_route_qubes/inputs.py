@@ -21,6 +21,7 @@ from qubesnet.constants import (
 from qubesnet.errors import ConfigError
 from qubesnet.qubesdb import QubesDB
 from qubesnet.validate import (
+    VIF_RE,
     AddressList,
     VifName,
     decode_text,
@@ -64,14 +65,19 @@ class VifInputs:
         return self.ifname != self.vif.name
 
 
-def parse_env(environ: Mapping[str, str]) -> VifEnv:
-    vif = environ.get("vif")
-    if not vif:
-        raise ConfigError("vif", "environment variable is missing; libxl sets it to the interface name")
+def parse_xenbus_env(environ: Mapping[str, str]) -> str:
     xenbus_path = environ.get("XENBUS_PATH")
     if not xenbus_path:
         raise ConfigError("XENBUS_PATH", "environment variable is missing; libxl sets it to the backend path")
-    return VifEnv(parse_vif_name("vif", vif), parse_xenbus_path("XENBUS_PATH", xenbus_path))
+    return parse_xenbus_path("XENBUS_PATH", xenbus_path)
+
+
+def parse_env(environ: Mapping[str, str]) -> VifEnv:
+    xenbus_path = parse_xenbus_env(environ)
+    vif = environ.get("vif")
+    if not vif:
+        raise ConfigError("vif", "environment variable is missing; libxl sets it to the interface name")
+    return VifEnv(parse_vif_name("vif", vif), xenbus_path)
 
 
 def _xs_text(xs: XenStore, key: str) -> str | None:
@@ -111,6 +117,8 @@ def read_inputs(env: VifEnv, xs: XenStore, qdb: QubesDB | None, *, online: bool)
 
     vifname = _xs_text(xs, vifname_key)
     ifname = parse_ifname(vifname_key, vifname) if vifname else env.vif.name
+    if ifname != env.vif.name and VIF_RE.fullmatch(ifname):
+        raise ConfigError(vifname_key, f"{ifname!r} looks like another VM's interface name")
 
     vif_type = _xs_text(xs, type_key)
     vif_type = parse_word(type_key, vif_type) if vif_type else "vif"

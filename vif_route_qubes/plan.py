@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.constants import FAMILIES, VIF_GROUP
+from qubesnet.errors import ApplyError
 from qubesnet.layout import build_layout_removal, build_missing_layout
 from qubesnet.nftjson import Json
 
@@ -93,6 +94,11 @@ class RunHooks:
     addr: IPAddress | None
 
 
+@dataclass(frozen=True)
+class ReportConnected:
+    """hotplug-status=connected: last, so that a failure to report undoes all."""
+
+
 Step = (
     Rename
     | SetSysctl
@@ -103,6 +109,7 @@ Step = (
     | Neighbour
     | GatewayAddress
     | RunHooks
+    | ReportConnected
 )
 
 
@@ -111,6 +118,7 @@ class Facts:
     """Read-only observations of the kernel, gathered before planning."""
 
     link_name: str | None  # the name the interface has now, None if absent
+    link_index: int | None  # its index: netlink works on this, never on names
     ipv6_kernel: bool  # IPv6 exists in this kernel (/proc/sys/net/ipv6)
     ipv6_on_vif: bool  # IPv6 enabled on the interface (disable_ipv6 = 0)
     chains: Mapping[str, frozenset[str]] = field(default_factory=dict)  # family -> chains of table qubes
@@ -121,7 +129,8 @@ class Facts:
 @dataclass(frozen=True)
 class Plan:
     command: str
-    ifname: str
+    ifname: str  # the interface's name once the plan has run
+    link_index: int | None  # the interface (None: already gone, offline only)
     addresses: tuple[IPAddress, ...]  # the client addresses concerned
     steps: tuple[Step, ...]
     notes: tuple[str, ...] = ()  # what was skipped and why, logged as warnings
@@ -148,6 +157,8 @@ def plan_online(inp: VifInputs, facts: Facts) -> Plan:
     notes: list[str] = []
     steps: list[Step] = []
 
+    if facts.link_name is None or facts.link_index is None:
+        raise ApplyError(f"interface {inp.vif.name} does not exist; is the VM's backend still there?")
     if inp.renamed and facts.link_name == inp.vif.name:
         steps.append(Rename(inp.vif.name, ifname))
 
@@ -197,7 +208,8 @@ def plan_online(inp: VifInputs, facts: Facts) -> Plan:
         steps.append(GatewayAddress(True, gateway6, 128))
 
     steps += [RunHooks("online", addr) for addr in addrs] or [RunHooks("online", None)]
-    return Plan("online", ifname, tuple(addrs), tuple(steps), tuple(notes))
+    steps.append(ReportConnected())
+    return Plan("online", ifname, facts.link_index, tuple(addrs), tuple(steps), tuple(notes))
 
 
 def plan_offline(inp: VifInputs, facts: Facts) -> Plan:
@@ -223,4 +235,4 @@ def plan_offline(inp: VifInputs, facts: Facts) -> Plan:
             steps.append(GatewayAddress(False, inp.gateway6, 128))
     steps += [PurgeConntrack(addr) for addr in filtered]
     steps += [RunHooks("offline", addr) for addr in addrs] or [RunHooks("offline", None)]
-    return Plan("offline", ifname, tuple(addrs), tuple(steps))
+    return Plan("offline", ifname, facts.link_index, tuple(addrs), tuple(steps))
