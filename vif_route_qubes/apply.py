@@ -220,13 +220,13 @@ class Applier:
             self.undo.append((f"sysctl {step.key}={old}", lambda: self.gw.sysctl.write(step.key, old)))
 
     def _PurgeConntrack(self, step: PurgeConntrack) -> None:
-        self.report(f"conntrack -D -s {step.addr}; conntrack -D -d {step.addr}")
+        self.report("".join(f"conntrack -D -s {a}; conntrack -D -d {a}; " for a in step.addrs).strip())
         try:
-            count = self.gw.conntrack.purge(step.addr)
+            count = self.gw.conntrack.purge(step.addrs)
         except NetlinkError as exc:
-            raise ApplyError(f"cannot purge conntrack entries of {step.addr}: {exc.strerror}") from exc
+            raise ApplyError(f"cannot purge stale conntrack entries: {exc.strerror}") from exc
         if count:
-            log.info("purged %d stale conntrack entries of %s", count, step.addr)
+            log.info("purged %d stale conntrack entries", count)
 
     def _AntispoofElements(self, step: AntispoofElements) -> None:
         ifname = self.plan.ifname

@@ -47,7 +47,7 @@ class SetSysctl:
 
 @dataclass(frozen=True)
 class PurgeConntrack:
-    addr: IPAddress
+    addrs: tuple[IPAddress, ...]
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,8 @@ def plan_online(inp: VifInputs, facts: Facts) -> Plan:
         if facts.ipv6_on_vif:
             steps += [SetSysctl(ipv6_conf(ifname, k), v) for k, v in HARDEN_IPV6.items()]
 
-    steps += [PurgeConntrack(addr) for addr in filtered]
+    if filtered:
+        steps.append(PurgeConntrack(tuple(filtered)))
 
     layout: list[Json] = []
     layout_undo: list[Json] = []
@@ -233,6 +234,7 @@ def plan_offline(inp: VifInputs, facts: Facts) -> Plan:
             steps.append(GatewayAddress(False, inp.gateway, 32))
         if inp.gateway6 is not None and not inp.gateway6.is_link_local:
             steps.append(GatewayAddress(False, inp.gateway6, 128))
-    steps += [PurgeConntrack(addr) for addr in filtered]
+    if filtered:
+        steps.append(PurgeConntrack(tuple(filtered)))
     steps += [RunHooks("offline", addr) for addr in addrs] or [RunHooks("offline", None)]
     return Plan("offline", ifname, facts.link_index, tuple(addrs), tuple(steps))
