@@ -12,7 +12,19 @@ PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 VPY = $(VENV)/bin/python
 
-.PHONY: all deps venv test unit demo bench clean
+# Install layout (Debian paths; override on the command line).
+DESTDIR ?=
+PREFIX ?= /usr
+SYSCONFDIR ?= /etc
+PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
+XEN_SCRIPTS_DIR ?= $(SYSCONFDIR)/xen/scripts
+QUBES_LIBDIR ?= $(PREFIX)/lib/qubes
+NM_DISPATCHER_DIR ?= $(SYSCONFDIR)/NetworkManager/dispatcher.d
+UDEV_RULES_DIR ?= $(PREFIX)/lib/udev/rules.d
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
+
+.PHONY: all deps venv test unit demo bench clean install install-deps uninstall
 
 all: venv
 
@@ -39,6 +51,34 @@ unit: venv
 
 demo: venv
 	$(VENV)/bin/qubes-netsim demo
+
+# The runtime packages (not the simulator, not the tests) and the entry
+# points at the paths Qubes uses. Dependencies: python3-nftables and
+# python3-jeepney from the distribution, pyroute2 0.9.7 (make install-deps).
+install:
+	for pkg in $(RUNTIME_PACKAGES); do \
+		install -d -m 0755 $(DESTDIR)$(PYTHONDIR)/$$pkg && \
+		install -m 0644 $$pkg/*.py $(DESTDIR)$(PYTHONDIR)/$$pkg/ || exit 1; \
+	done
+	install -d -m 0755 $(DESTDIR)$(PYTHONDIR)/qubesnet/netlink
+	install -m 0644 qubesnet/netlink/*.py $(DESTDIR)$(PYTHONDIR)/qubesnet/netlink/
+	install -D -m 0755 bin/vif-route-qubes $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
+	install -D -m 0755 bin/qubes-setup-dnat-to-ns $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
+	install -D -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
+	install -D -m 0644 udev/90-qubes-vif-route.rules $(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules
+	install -D -m 0644 systemd/qubes-setup-dnat-to-ns-watch.service \
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
+
+install-deps: venv
+	$(VPY) -m pip install --quiet --no-deps --target $(DESTDIR)$(PYTHONDIR) pyroute2==0.9.7
+
+uninstall:
+	for pkg in $(RUNTIME_PACKAGES); do rm -rf $(DESTDIR)$(PYTHONDIR)/$$pkg; done
+	rm -f $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes \
+		$(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns \
+		$(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook \
+		$(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules \
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -8,10 +8,11 @@ removes every trace. Everything is torn down afterwards, also on Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
-from .topology import GATEWAY, GATEWAY6, UPSTREAM, UPSTREAM6, Client, SimNetvm
+from .topology import GATEWAY, GATEWAY6, UPSTREAM, UPSTREAM6, UPSTREAM_NAME, VIRTUAL_DNS, Client, SimNetvm
 
 
 class Report:
@@ -56,7 +57,7 @@ def run_demo(keep_going: Callable[[], bool] = lambda: True) -> int:
     print(f"== Simulated Qubes network VM (namespaces {sim.prefix}-*) ==")
     try:
         sim.create()
-        sim.start_dns()
+        sim.start_dns({UPSTREAM_NAME: UPSTREAM})
         clients = [
             sim.add_client(12, "10.137.0.12", "fd09:24ef:4179::a89:12"),
             sim.add_client(13, "10.137.0.13"),
@@ -83,6 +84,24 @@ def run_demo(keep_going: Callable[[], bool] = lambda: True) -> int:
             report.check(f"{c.vif} pings the upstream host {UPSTREAM}", c.ping(UPSTREAM))
             if c.ipv6:
                 report.check(f"{c.vif} pings the upstream host {UPSTREAM6} over IPv6", c.ping(UPSTREAM6))
+
+        report.section("DNS: the NetworkManager dispatcher runs qubes-setup-dnat-to-ns on `up`")
+        wrapper = os.path.join(sim.workdir, "setup-dnat")
+        with open(wrapper, "w") as handle:
+            handle.write("#!/bin/sh\nexec " + " ".join(sim.dnat_argv()) + ' "$@"\n')
+        os.chmod(wrapper, 0o700)
+        hook = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dispatcher", "qubes-nmhook")
+        if not os.path.exists(hook):
+            hook = "/etc/NetworkManager/dispatcher.d/qubes-nmhook"
+        result = sim.netvm.run([hook, "eth0", "up"], check=False, env=sim.env() | {"QUBES_SETUP_DNAT_TO_NS": wrapper})
+        status = sim.dnat("--status").stdout.strip().splitlines()
+        report.check("dispatcher hook ran", result.returncode == 0, "; ".join(status[:2]))
+        for c in clients[:2]:
+            for server, tcp in ((VIRTUAL_DNS[0], False), (VIRTUAL_DNS[1], True)):
+                argv = ["dig", "+short", "+time=2", "+tries=1", f"@{server}", UPSTREAM_NAME] + (["+tcp"] if tcp else [])
+                answer = c.ns.run(argv, check=False).stdout.strip()
+                report.check(f"{c.vif} resolves {UPSTREAM_NAME} through {server} ({'TCP' if tcp else 'UDP'})",
+                             answer == UPSTREAM, f"answer {answer or 'none'}")
 
         report.section("anti-spoofing: forged sources are dropped by the netvm")
         attacker, victim = clients[0], clients[1]

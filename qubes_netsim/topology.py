@@ -86,7 +86,11 @@ class SimNetvm:
         self.xenstore = XenStoreDouble(os.path.join(self.workdir, "xenstored.sock"), domid=NETVM_DOMID)
         self.qubesdb = QubesDBDouble(os.path.join(self.workdir, "qubesdb.sock"))
         self.hooks_dir = os.path.join(self.workdir, "network-hooks.d")
-        self._dnsmasq: subprocess.Popen[str] | None = None
+        self.service_dir = os.path.join(self.workdir, "qubes-service")
+        self.resolv_conf = os.path.join(self.workdir, "resolv.conf")
+        # Never the host's system bus: tests that want one start their own.
+        self.bus_address = f"unix:path={os.path.join(self.workdir, 'no-system-bus')}"
+        self._dnsmasq: list[subprocess.Popen[str]] = []
 
     # --- building ---
 
@@ -100,6 +104,8 @@ class SimNetvm:
 
     def _create(self) -> None:
         os.makedirs(self.hooks_dir)
+        os.makedirs(self.service_dir)
+        self.write_resolv_conf(f"nameserver {UPSTREAM}\n")
         self.xenstore.start()
         self.qubesdb.start()
         self.upstream.create()
@@ -131,16 +137,29 @@ class SimNetvm:
         if self.ipv6:
             q.write("/qubes-netvm-gateway6", GATEWAY6)
 
-    def start_dns(self, records: dict[str, str] | None = None) -> None:
-        """dnsmasq on the upstream host, answering only its own records."""
+    def start_dns(self, records: dict[str, str] | None = None, address: str = UPSTREAM) -> None:
+        """A dnsmasq on the upstream host answering only its own records.
+
+        More than one can run, each on its own address, so that a test can
+        tell which server answered.
+        """
+        if address != UPSTREAM:
+            self.upstream.sh(f"ip addr add {address}/32 dev eth0")
         records = records or {UPSTREAM_NAME: UPSTREAM}
         argv = [
             "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-            "--bind-interfaces", f"--listen-address={UPSTREAM}", "--except-interface=lo",
-            f"--pid-file={os.path.join(self.workdir, 'dnsmasq.pid')}", "--log-facility=-", "--user=root",
+            "--bind-interfaces", f"--listen-address={address}", "--except-interface=lo",
+            f"--pid-file={os.path.join(self.workdir, f'dnsmasq-{address}.pid')}", "--user=root",
         ]
         argv += [f"--host-record={name},{addr}" for name, addr in records.items()]
-        self._dnsmasq = self.upstream.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = self.upstream.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._dnsmasq.append(proc)
+        # Ready when it answers (dnsmasq binds before it forks nothing: poll).
+        from .netns import wait_for
+
+        name = next(iter(records))
+        wait_for(lambda: self.upstream.run(["dig", "+short", "+time=1", "+tries=1", f"@{address}", name],
+                                           check=False).stdout.strip(), timeout=10, what=f"dnsmasq on {address}")
 
     def add_client(self, domid: int, ipv4: str | None, ipv6: str | None = None, *, mac: str | None = None,
                    write_xenstore: bool = True) -> Client:
@@ -178,6 +197,7 @@ class SimNetvm:
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "XENSTORED_PATH": self.xenstore.path,
             "QUBESDB_SOCKET": self.qubesdb.path,
+            "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,
         }
         if client is not None:
             env.update(vif=client.vif, XENBUS_PATH=client.xenbus_path)
@@ -188,6 +208,21 @@ class SimNetvm:
                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         argv = [bin_path("vif-route-qubes"), "--hooks-dir", self.hooks_dir, *args, command]
         return self.netvm.run(argv, check=False, timeout=timeout, env=env or self.env(client))
+
+    def dnat_argv(self, *args: str) -> list[str]:
+        return [bin_path("qubes-setup-dnat-to-ns"), "--resolv-conf", self.resolv_conf,
+                "--qubes-service-dir", self.service_dir, *args]
+
+    def dnat(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """qubes-setup-dnat-to-ns in the netvm, with this simulation's files."""
+        return self.netvm.run(self.dnat_argv(*args), check=False, timeout=timeout, env=env or self.env())
+
+    def write_resolv_conf(self, text: str) -> None:
+        """Replace resolv.conf as resolvers do: a new file renamed over the old."""
+        tmp = self.resolv_conf + ".new"
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, self.resolv_conf)
 
     def hotplug_status(self, client: Client) -> str | None:
         value = self.xenstore.read(f"{client.xenbus_path}/hotplug-status")
@@ -228,12 +263,13 @@ class SimNetvm:
     # --- teardown ---
 
     def destroy(self) -> None:
-        if self._dnsmasq is not None and self._dnsmasq.poll() is None:
-            self._dnsmasq.send_signal(signal.SIGTERM)
-            try:
-                self._dnsmasq.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._dnsmasq.kill()
+        for proc in self._dnsmasq:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         for client in list(self.clients.values()):
             client.ns.delete()
         for ns in (self.netvm, self.upstream):

@@ -45,9 +45,20 @@ class Nft:
                 detail=json.dumps(transaction(commands)),
             )
 
-    def query(self, command: Json) -> list[dict[str, Any]] | None:
-        """Objects listed by a read-only command; None if the object is absent."""
-        rc, output, _error = self._ctx.json_cmd(transaction([command]))
+    def query(self, command: Json, *, terse: bool = False) -> list[dict[str, Any]] | None:
+        """Objects listed by a read-only command; None if the object is absent.
+
+        ``terse`` leaves set elements out, which also spares libnftables from
+        fetching them: the cost of such a listing no longer grows with the
+        number of client VMs.
+        """
+        if terse:
+            self._ctx.set_terse_output(True)
+        try:
+            rc, output, _error = self._ctx.json_cmd(transaction([command]))
+        finally:
+            if terse:
+                self._ctx.set_terse_output(False)
         if rc != 0:
             return None
         if not output:

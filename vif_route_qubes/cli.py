@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("COMMAND", f"unknown command {command}: expected online, offline, add or remove")
         env = parse_env(environ)
         xs = XenStore.open(default_address(environ), args.timeout)
+        if environ.get("UDEV_CALL") == "1" and xs.read("libxl/disable_udev") is not None:
+            # Called by udev while libxl runs the hotplug scripts itself.
+            log.debug("%s: libxl handles hotplug (libxl/disable_udev); nothing to do", label)
+            return ExitCode.OK
         outcome = _run(args, env, xs, HotplugStatus(xs, env.xenbus_path, args.dry_run))
     except QubesNetError as exc:
         log.error("%s failed: %s", label, exc)

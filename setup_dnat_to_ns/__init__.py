@@ -1,0 +1,1 @@
+"""qubes-setup-dnat-to-ns: point the virtual DNS addresses at real servers."""

@@ -1,0 +1,87 @@
+"""qubes-setup-dnat-to-ns: DNAT the virtual DNS addresses to the uplink's servers.
+
+Run by the NetworkManager dispatcher when the uplink or its DNS changes, by
+the watch service, or by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from enum import IntEnum
+
+from qubesnet.errors import QubesNetError
+from qubesnet.logsetup import setup_logging
+
+log = logging.getLogger("qubes-setup-dnat-to-ns")
+
+DESCRIPTION = """\
+Replace the nftables chain "ip qubes dnat-dns" so that DNS queries (UDP and
+TCP port 53) sent by client VMs to the virtual DNS addresses (QubesDB
+/qubes-netvm-primary-dns and /qubes-netvm-secondary-dns) are translated to
+the real servers of this VM's uplink: systemd-resolved's (over D-Bus, global
+entries first) when it has any, else the nameserver lines of resolv.conf.
+Loopback, stub, multicast and IPv6 servers are skipped. With no usable
+server, DNS to the virtual addresses is dropped, never left untranslated.
+The old chain is replaced by the new one in one atomic transaction; after a
+change, qubes-firewall is asked to reload when its service is enabled.
+"""
+
+EPILOG = """\
+exit status:
+    0  the chain was changed (the dispatcher then restarts the updates proxy)
+  100  the kernel's chain already was the one computed: nothing changed
+    1  error (one line on stderr and in syslog); the old chain is kept
+    2  bad command line
+"""
+
+
+class ExitCode(IntEnum):
+    APPLIED = 0
+    ERROR = 1
+    USAGE = 2
+    UNCHANGED = 100
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="qubes-setup-dnat-to-ns", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("-n", "--dry-run", action="store_true", help="print the chain that would be installed; change nothing")
+    mode.add_argument("--status", action="store_true", help="show each virtual address, its server and where that came from")
+    mode.add_argument("--watch", action="store_true", help="stay running: re-apply when resolv.conf or systemd-resolved change")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
+    parser.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="PATH", help="default: /etc/resolv.conf")
+    parser.add_argument("--qubes-service-dir", default="/run/qubes-service", metavar="DIR",
+                        help="where service flag files live (default /run/qubes-service)")
+    parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                        help="bound for QubesDB and D-Bus answers (default 2)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging("qubes-setup-dnat-to-ns", args.verbose)
+    try:
+        if args.watch:
+            from .watch import watch
+
+            return watch(args)
+        from .run import run_once, show_status
+
+        if args.status:
+            return show_status(args)
+        return run_once(args)
+    except QubesNetError as exc:
+        log.error("%s", exc)
+        return ExitCode.ERROR
+    except KeyboardInterrupt:
+        return ExitCode.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""systemd-resolved over D-Bus (jeepney: pure Python, imported only when used).
+
+A missing bus, a missing resolved, a time-out or an odd reply is never an
+error here: the caller falls back to /etc/resolv.conf.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+RESOLVE1_NAME = "org.freedesktop.resolve1"
+RESOLVE1_PATH = "/org/freedesktop/resolve1"
+RESOLVE1_MANAGER = "org.freedesktop.resolve1.Manager"
+DEFAULT_SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"
+
+
+def system_bus_address() -> str:
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS
+
+
+def bus_present() -> bool:
+    """Cheap check before importing anything: is there a socket to talk to?"""
+    address = system_bus_address()
+    for part in address.split(";"):
+        kind, _, params = part.partition(":")
+        values = dict(p.split("=", 1) for p in params.split(",") if "=" in p)
+        if kind == "unix" and "path" in values:
+            if os.path.exists(values["path"]):
+                return True
+        elif kind:
+            return True  # abstract sockets, tcp: let jeepney try
+    return False
+
+
+def open_system_bus(timeout: float) -> Any:
+    from jeepney.io.blocking import open_dbus_connection
+
+    return open_dbus_connection(bus="SYSTEM", auth_timeout=timeout)
+
+
+def query_dns(timeout: float) -> tuple[object | None, str]:
+    """(value of resolved's DNS property, or None; why None)."""
+    if not bus_present():
+        return None, "no system bus"
+    try:
+        from jeepney import DBusAddress, MessageType, Properties
+
+        with open_system_bus(timeout) as conn:
+            address = DBusAddress(RESOLVE1_PATH, bus_name=RESOLVE1_NAME, interface=RESOLVE1_MANAGER)
+            reply = conn.send_and_get_reply(Properties(address).get("DNS"), timeout=timeout)
+    except (OSError, TimeoutError, ValueError, KeyError) as exc:
+        return None, f"system bus unreachable ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # noqa: BLE001 - jeepney raises its own types (auth, protocol)
+        return None, f"system bus unusable ({type(exc).__name__}: {exc})"
+    if reply.header.message_type != MessageType.method_return:
+        detail = reply.body[0] if reply.body else ""
+        return None, f"systemd-resolved not available ({detail})"
+    try:
+        signature, value = reply.body[0]
+    except (IndexError, TypeError, ValueError):
+        return None, "systemd-resolved sent an odd reply"
+    if signature != "a(iiay)":
+        return None, f"systemd-resolved's DNS property has type {signature!r}"
+    return value, ""

@@ -1,0 +1,106 @@
+"""Upstream DNS servers: where they come from and which are usable (pure).
+
+Sources, in order: systemd-resolved's ``DNS`` property (global entries
+first), else the ``nameserver`` lines of /etc/resolv.conf. A server is
+usable when client VMs can reach it through a DNAT of an IPv4 virtual
+address: IPv4, and not loopback (the 127.0.0.53 stub lives in the netvm
+only), unspecified, multicast, link-local or reserved.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+MAX_SERVERS = 16
+AF_INET, AF_INET6 = 2, 10
+
+
+@dataclass(frozen=True)
+class Upstream:
+    addr: IPv4Address | IPv6Address
+    origin: str  # for --status and logs: "resolv.conf line 3", "systemd-resolved, global"
+
+
+def parse_resolv_conf(text: str, origin: str = "/etc/resolv.conf") -> tuple[list[Upstream], list[str]]:
+    """``nameserver`` entries in file order, and one note per line ignored."""
+    servers: list[Upstream] = []
+    notes: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0] != "nameserver":
+            continue
+        if len(words) < 2:
+            notes.append(f"{origin} line {number}: nameserver without an address")
+            continue
+        value = words[1]
+        try:
+            addr = ipaddress.ip_address(value.split("%", 1)[0])
+        except ValueError:
+            notes.append(f"{origin} line {number}: not an address: {value[:64]!r}")
+            continue
+        if len(servers) >= MAX_SERVERS:
+            notes.append(f"{origin} line {number}: more than {MAX_SERVERS} servers, ignored")
+            continue
+        servers.append(Upstream(addr, f"{origin} line {number}"))
+    return servers, notes
+
+
+def parse_resolved_dns(value: object) -> tuple[list[Upstream], list[str]]:
+    """systemd-resolved's ``DNS`` property, a(iiay): global entries first."""
+    servers: list[tuple[bool, Upstream]] = []
+    notes: list[str] = []
+    if not isinstance(value, (list, tuple)):
+        return [], [f"systemd-resolved: unexpected DNS property {type(value).__name__}"]
+    for entry in value[: MAX_SERVERS * 4]:
+        try:
+            ifindex, family, raw = entry
+            packed = bytes(raw)
+            if family == AF_INET and len(packed) == 4:
+                addr: IPv4Address | IPv6Address = IPv4Address(packed)
+            elif family == AF_INET6 and len(packed) == 16:
+                addr = IPv6Address(packed)
+            else:
+                raise ValueError(f"family {family} with {len(packed)} address bytes")
+            if not isinstance(ifindex, int) or ifindex < 0:
+                raise ValueError(f"interface index {ifindex!r}")
+        except (TypeError, ValueError) as exc:
+            notes.append(f"systemd-resolved: ignored a malformed DNS entry ({exc})")
+            continue
+        where = "global" if ifindex == 0 else f"link {ifindex}"
+        servers.append((ifindex != 0, Upstream(addr, f"systemd-resolved, {where}")))
+    servers.sort(key=lambda item: item[0])  # stable: global first, order kept
+    return [upstream for _, upstream in servers][:MAX_SERVERS], notes
+
+
+def why_unusable(addr: IPv4Address | IPv6Address) -> str | None:
+    if addr.version != 4:
+        return "an IPv6 server (the virtual DNS addresses are IPv4)"
+    if addr.is_loopback:
+        return "a loopback address (a local stub, unreachable from client VMs)"
+    if addr.is_unspecified:
+        return "the unspecified address"
+    if addr.is_multicast:
+        return "a multicast address"
+    if addr.is_link_local:
+        return "a link-local address"
+    if addr.is_reserved:
+        return "a reserved or broadcast address"
+    return None
+
+
+def usable(servers: Iterable[Upstream]) -> tuple[list[Upstream], list[str]]:
+    """The servers a DNAT can point at, in order, without duplicates."""
+    kept: list[Upstream] = []
+    notes: list[str] = []
+    seen = set()
+    for server in servers:
+        reason = why_unusable(server.addr)
+        if reason:
+            notes.append(f"skipping {server.addr} from {server.origin}: {reason}")
+        elif server.addr not in seen:
+            seen.add(server.addr)
+            kept.append(server)
+    return kept, notes

@@ -1,0 +1,348 @@
+"""qubes-setup-dnat-to-ns with packets: client queries to the virtual DNS
+addresses answered (UDP and TCP) through the DNAT by dnsmasq upstream, and
+the chain following every change of the uplink's DNS."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from qubes_netsim.dbus import FakeResolved, PrivateBus, set_dns
+from qubes_netsim.netns import wait_for
+from qubes_netsim.topology import VIRTUAL_DNS, Client, SimNetvm
+
+SERVER_A, SERVER_B = "198.51.100.1", "198.51.100.53"
+ANSWER_A, ANSWER_B = "192.0.2.1", "192.0.2.2"  # what each server says who.test is
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def dns(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client]]:
+    sim.start_dns({"who.test": ANSWER_A}, SERVER_A)
+    sim.start_dns({"who.test": ANSWER_B}, SERVER_B)
+    client = sim.add_client(12, "10.137.0.12")
+    assert sim.vif_route("online", client).returncode == 0
+    yield sim, client
+
+
+def resolve(client: Client, server: str, *, tcp: bool = False) -> str | None:
+    argv = ["dig", "+short", "+time=1", "+tries=1", f"@{server}", "who.test"]
+    if tcp:
+        argv.insert(1, "+tcp")
+    result = client.ns.run(argv, check=False, timeout=10)
+    answer = result.stdout.strip()
+    return answer if result.returncode == 0 and answer else None
+
+
+def answers(client: Client) -> dict[tuple[str, str], str | None]:
+    return {
+        (virtual, proto): resolve(client, virtual, tcp=proto == "tcp")
+        for virtual in VIRTUAL_DNS
+        for proto in ("udp", "tcp")
+    }
+
+
+def chain_listing(sim: SimNetvm) -> str:
+    return sim.netvm.run(["nft", "-a", "list", "chain", "ip", "qubes", "dnat-dns"], check=False).stdout
+
+
+def dns_packets_upstream(sim: SimNetvm) -> "callable[[], int]":  # type: ignore[valid-type]
+    """Count DNS packets reaching the upstream host (the uplink side)."""
+    sim.upstream.run(["nft", "add table inet obs; add chain inet obs pre { type filter hook prerouting priority -500; };"
+                      "add rule inet obs pre udp dport 53 counter; add rule inet obs pre tcp dport 53 counter"])
+
+    def count() -> int:
+        total = 0
+        for item in sim.upstream.nft_json("list", "chain", "inet", "obs", "pre"):
+            for expr in item.get("rule", {}).get("expr", []):
+                if "counter" in expr:
+                    total += expr["counter"]["packets"]
+        return total
+
+    return count
+
+
+def fake_systemctl(sim: SimNetvm) -> str:
+    """A systemctl first in PATH that records its arguments and, at that
+    moment, the kernel's dnat-dns chain. Returns the log path."""
+    bindir = os.path.join(sim.workdir, "fakebin")
+    os.makedirs(bindir, exist_ok=True)
+    log = os.path.join(sim.workdir, "systemctl.log")
+    path = os.path.join(bindir, "systemctl")
+    with open(path, "w") as handle:
+        handle.write(f'#!/bin/sh\necho "systemctl $*" >> {log}\nnft list chain ip qubes dnat-dns >> {log} 2>&1\n')
+    os.chmod(path, stat.S_IRWXU)
+    return log
+
+
+def env_with_fakes(sim: SimNetvm) -> dict[str, str]:
+    env = sim.env()
+    env["PATH"] = os.path.join(sim.workdir, "fakebin") + ":" + env["PATH"]
+    return env
+
+
+def read(path: str) -> str:
+    return open(path).read() if os.path.exists(path) else ""
+
+
+# --- the basics -----------------------------------------------------------
+
+
+def test_both_virtual_addresses_answer_over_udp_and_tcp(dns: tuple[SimNetvm, Client]) -> None:
+    sim, client = dns
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+
+    result = sim.dnat()
+
+    assert result.returncode == 0, result.stderr
+    assert answers(client) == {key: ANSWER_A for key in answers(client)}
+
+
+def test_two_upstreams_are_paired_in_order(dns: tuple[SimNetvm, Client]) -> None:
+    sim, client = dns
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\nnameserver {SERVER_B}\n")
+
+    assert sim.dnat().returncode == 0
+
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_A
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_B
+    assert resolve(client, VIRTUAL_DNS[1], tcp=True) == ANSWER_B
+
+
+def test_unchanged_input_exits_100_and_leaves_the_kernel_alone(dns: tuple[SimNetvm, Client]) -> None:
+    sim, _ = dns
+    assert sim.dnat().returncode == 0
+    before = chain_listing(sim)  # with handles: a replacement would renumber them
+
+    result = sim.dnat()
+
+    assert result.returncode == 100, result.stderr
+    assert chain_listing(sim) == before
+
+
+def test_no_usable_upstream_drops_dns_to_both_addresses(dns: tuple[SimNetvm, Client]) -> None:
+    sim, client = dns
+    seen_upstream = dns_packets_upstream(sim)
+    sim.write_resolv_conf("nameserver 127.0.0.53\nnameserver ::1\nnameserver 224.0.0.251\n")
+
+    result = sim.dnat()
+
+    assert result.returncode == 0, result.stderr
+    assert "DNS to the virtual addresses is dropped" in result.stderr
+    assert all(answer is None for answer in answers(client).values())
+    assert seen_upstream() == 0, "no query may leave the netvm untranslated"
+    assert chain_listing(sim).count("drop") == 4
+
+
+def test_loopback_stub_is_skipped_with_a_log_line(dns: tuple[SimNetvm, Client]) -> None:
+    sim, client = dns
+    sim.write_resolv_conf(f"nameserver 127.0.0.53\nnameserver {SERVER_B}\n")
+
+    result = sim.dnat()
+
+    assert "skipping 127.0.0.53" in result.stderr
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_B
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_B
+
+
+def test_garbage_in_resolv_conf_is_skipped(dns: tuple[SimNetvm, Client]) -> None:
+    sim, client = dns
+    sim.write_resolv_conf("nameserver\nnameserver 1.2.3.4.5\nnameserver }; flush ruleset\n"
+                          f"\x00\xff binary\nnameserver {SERVER_A}\n")
+
+    result = sim.dnat()
+
+    assert result.returncode == 0, result.stderr
+    assert "not an address" in result.stderr
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_A
+
+
+def test_bad_virtual_dns_in_qubesdb_is_an_error_and_keeps_the_old_chain(dns: tuple[SimNetvm, Client]) -> None:
+    sim, _ = dns
+    assert sim.dnat().returncode == 0
+    before = chain_listing(sim)
+    sim.qubesdb.write("/qubes-netvm-secondary-dns", "10.139.1.2; drop")
+
+    result = sim.dnat()
+
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("/qubes-netvm-secondary-dns: bad address '10.139.1.2; drop'")
+    assert chain_listing(sim) == before
+
+
+def test_status_and_dry_run(dns: tuple[SimNetvm, Client]) -> None:
+    sim, _ = dns
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+    before = chain_listing(sim)
+
+    dry = sim.dnat("--dry-run")
+    status = sim.dnat("--status")
+
+    assert dry.returncode == 0
+    assert f"ip daddr 10.139.1.1 udp dport 53 dnat to {SERVER_A}" in dry.stdout
+    assert chain_listing(sim) == before
+    assert f"10.139.1.1 -> {SERVER_A} ({sim.resolv_conf} line 1)" in status.stdout
+    assert "differs" in status.stdout
+    assert sim.dnat().returncode == 0
+    assert "up to date" in sim.dnat("--status").stdout
+
+
+# --- the dispatcher and the firewall reload --------------------------------
+
+
+def test_dispatcher_follows_an_upstream_change(dns: tuple[SimNetvm, Client]) -> None:
+    sim, client = dns
+    log = fake_systemctl(sim)
+    wrapper = os.path.join(sim.workdir, "setup-dnat")
+    with open(wrapper, "w") as handle:
+        handle.write("#!/bin/sh\nexec " + " ".join(sim.dnat_argv()) + ' "$@"\n')
+    os.chmod(wrapper, stat.S_IRWXU)
+    env = env_with_fakes(sim) | {"QUBES_SETUP_DNAT_TO_NS": wrapper}
+    hook = [os.path.join(REPO, "dispatcher", "qubes-nmhook"), "eth0"]
+
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+    assert sim.netvm.run(hook + ["up"], env=env).returncode == 0
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_A
+    assert "try-restart qubes-updates-proxy.service" in read(log)
+
+    sim.write_resolv_conf(f"nameserver {SERVER_B}\n")
+    assert sim.netvm.run(hook + ["dhcp4-change"], env=env).returncode == 0
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_B
+    assert resolve(client, VIRTUAL_DNS[1], tcp=True) == ANSWER_B
+    assert read(log).count("try-restart qubes-updates-proxy.service") == 2
+
+    # Unchanged (exit 100): no restart of the updates proxy.
+    assert sim.netvm.run(hook + ["dns-change"], env=env).returncode == 0
+    assert read(log).count("try-restart qubes-updates-proxy.service") == 2
+
+    # Other actions: the tool does not even run.
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+    assert sim.netvm.run(hook + ["connectivity-change"], env=env).returncode == 0
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_B
+
+
+def test_firewall_reload_is_requested_after_the_commit(dns: tuple[SimNetvm, Client]) -> None:
+    sim, _ = dns
+    log = fake_systemctl(sim)
+    open(os.path.join(sim.service_dir, "qubes-firewall"), "w").close()
+    sim.write_resolv_conf(f"nameserver {SERVER_B}\n")
+
+    assert sim.dnat(env=env_with_fakes(sim)).returncode == 0
+
+    recorded = read(log)
+    assert "systemctl --no-block try-reload-or-restart qubes-firewall.service" in recorded
+    # What systemctl saw in the kernel when it was asked: the new chain.
+    assert f"dnat to {SERVER_B}" in recorded
+
+
+def test_no_firewall_reload_without_its_service(dns: tuple[SimNetvm, Client]) -> None:
+    sim, _ = dns
+    log = fake_systemctl(sim)
+    assert sim.dnat(env=env_with_fakes(sim)).returncode == 0
+    assert "qubes-firewall" not in read(log)
+
+
+# --- systemd-resolved over D-Bus -------------------------------------------
+
+
+@pytest.fixture
+def bus(dns: tuple[SimNetvm, Client]) -> Iterator[PrivateBus]:
+    sim, _ = dns
+    private = PrivateBus().start()
+    sim.bus_address = private.address
+    try:
+        yield private
+    finally:
+        private.stop()
+
+
+def test_resolved_global_entries_come_first(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+    sim, client = dns
+    sim.write_resolv_conf("nameserver 127.0.0.53\n")  # the stub, as with resolved
+    fake = FakeResolved(bus, [(2, SERVER_B), (0, SERVER_A)]).start()
+    try:
+        result = sim.dnat()
+        status = sim.dnat("--status").stdout
+    finally:
+        fake.stop()
+
+    assert result.returncode == 0, result.stderr
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_A
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_B
+    assert f"10.139.1.1 -> {SERVER_A} (systemd-resolved, global)" in status
+    assert f"10.139.1.2 -> {SERVER_B} (systemd-resolved, link 2)" in status
+
+
+def test_resolved_per_link_entries_alone(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+    sim, client = dns
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+    fake = FakeResolved(bus, [(3, SERVER_B)]).start()
+    try:
+        assert sim.dnat().returncode == 0
+    finally:
+        fake.stop()
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_B, "resolved wins over resolv.conf"
+
+
+@pytest.mark.parametrize("mode", ["error", "wrong-type", "silent"])
+def test_broken_resolved_falls_back_to_resolv_conf(dns: tuple[SimNetvm, Client], bus: PrivateBus, mode: str) -> None:
+    sim, client = dns
+    sim.write_resolv_conf(f"nameserver {SERVER_B}\n")
+    fake = FakeResolved(bus, [(0, SERVER_A)]).start()
+    fake.mode = mode
+    try:
+        result = sim.dnat("--timeout", "0.5")
+    finally:
+        fake.stop()
+    assert result.returncode == 0, result.stderr
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_B
+
+
+def test_bus_without_resolved_falls_back(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+    sim, client = dns
+    sim.write_resolv_conf(f"nameserver {SERVER_B}\n")
+    assert sim.dnat().returncode == 0
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_B
+
+
+# --- watch mode --------------------------------------------------------------
+
+
+def _mapped_to(sim: SimNetvm, server: str) -> bool:
+    return chain_listing(sim).count(f"dnat to {server}") == 4
+
+
+def test_watch_follows_resolv_conf_and_resolved_within_a_second(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+    sim, client = dns
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+    watcher = sim.netvm.popen(sim.dnat_argv("--watch"), env=sim.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    fake = None
+    try:
+        wait_for(lambda: _mapped_to(sim, SERVER_A), timeout=10, what="the initial chain")
+
+        started = time.monotonic()
+        sim.write_resolv_conf(f"nameserver {SERVER_B}\n")
+        wait_for(lambda: _mapped_to(sim, SERVER_B), timeout=5, what="the chain after a resolv.conf change")
+        resolv_conf_latency = time.monotonic() - started
+        assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_B
+
+        # resolved appears on the bus, then its servers change.
+        fake = FakeResolved(bus, [(0, SERVER_A)]).start()
+        wait_for(lambda: _mapped_to(sim, SERVER_A), timeout=5, what="the chain once resolved appears")
+        started = time.monotonic()
+        set_dns(bus, [(0, SERVER_B)])
+        wait_for(lambda: _mapped_to(sim, SERVER_B), timeout=5, what="the chain after PropertiesChanged")
+        resolved_latency = time.monotonic() - started
+        assert resolve(client, VIRTUAL_DNS[1], tcp=True) == ANSWER_B
+    finally:
+        if fake is not None:
+            fake.stop()
+        watcher.terminate()
+        _, err = watcher.communicate(timeout=10)
+    print(f"watch latency: resolv.conf {resolv_conf_latency * 1000:.0f} ms, resolved {resolved_latency * 1000:.0f} ms")
+    assert resolv_conf_latency < 1.0 and resolved_latency < 1.0, err

@@ -1,0 +1,114 @@
+"""qubes-setup-dnat-to-ns, pure parts: sources, usability, pairing, the chain."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import pytest
+
+from setup_dnat_to_ns.chain import HOOK, build_replace, build_rules, is_current, plan_mapping, render
+from setup_dnat_to_ns.upstreams import Upstream, parse_resolv_conf, parse_resolved_dns, usable
+
+V1, V2 = IPv4Address("10.139.1.1"), IPv4Address("10.139.1.2")
+
+
+def up(text: str, origin: str = "test") -> Upstream:
+    return Upstream(ip_address(text), origin)
+
+
+def test_resolv_conf_nameservers_in_order_with_notes() -> None:
+    text = "# comment\nsearch example\nnameserver 192.0.2.1\nnameserver\nnameserver nope\nnameserver fe80::1%eth0\noptions edns0\nnameserver 192.0.2.2 extra\n"
+    servers, notes = parse_resolv_conf(text, "rc")
+    assert [s.addr for s in servers] == [IPv4Address("192.0.2.1"), IPv6Address("fe80::1"), IPv4Address("192.0.2.2")]
+    assert servers[0].origin == "rc line 3"
+    assert notes == ["rc line 4: nameserver without an address", "rc line 5: not an address: 'nope'"]
+
+
+def test_resolv_conf_caps_the_number_of_servers() -> None:
+    servers, notes = parse_resolv_conf("".join(f"nameserver 192.0.2.{i}\n" for i in range(1, 30)))
+    assert len(servers) == 16 and len(notes) == 13
+
+
+def test_resolved_global_first_order_kept() -> None:
+    value = [(3, 2, bytes([192, 0, 2, 3])), (0, 2, bytes([192, 0, 2, 1])), (2, 10, bytes(15) + b"\x01"), (0, 2, bytes([192, 0, 2, 2]))]
+    servers, notes = parse_resolved_dns(value)
+    assert [str(s.addr) for s in servers] == ["192.0.2.1", "192.0.2.2", "192.0.2.3", "::1"]
+    assert servers[0].origin == "systemd-resolved, global" and servers[2].origin == "systemd-resolved, link 3"
+    assert notes == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "garbage",
+        [(0, 2, b"\x01\x02")],  # short address
+        [(0, 7, b"\x01\x02\x03\x04")],  # unknown family
+        [(-1, 2, b"\x01\x02\x03\x04")],  # bad ifindex
+        [("x", 2)],  # wrong shape
+    ],
+)
+def test_resolved_garbage_is_ignored_with_a_note(value: object) -> None:
+    servers, notes = parse_resolved_dns(value)
+    assert servers == [] and notes
+
+
+@pytest.mark.parametrize(
+    ("addr", "reason"),
+    [("127.0.0.53", "loopback"), ("::1", "IPv6"), ("0.0.0.0", "unspecified"), ("224.0.0.251", "multicast"),
+     ("169.254.1.1", "link-local"), ("255.255.255.255", "reserved"), ("2001:db8::1", "IPv6")],
+)
+def test_unusable_upstreams_are_skipped(addr: str, reason: str) -> None:
+    kept, notes = usable([up(addr), up("192.0.2.1")])
+    assert [str(k.addr) for k in kept] == ["192.0.2.1"]
+    assert len(notes) == 1 and reason in notes[0] and addr in notes[0]
+
+
+def test_duplicates_are_dropped() -> None:
+    kept, _ = usable([up("192.0.2.1", "a"), up("192.0.2.1", "b"), up("10.139.1.1")])
+    assert [(str(k.addr), k.origin) for k in kept] == [("192.0.2.1", "a"), ("10.139.1.1", "test")]
+
+
+def test_pairing_cycles_and_covers_every_virtual_address() -> None:
+    a, b = up("192.0.2.1"), up("192.0.2.2")
+    assert [m.upstream for m in plan_mapping([V1, V2], [a])] == [a, a]
+    assert [m.upstream for m in plan_mapping([V1, V2], [a, b])] == [a, b]
+    assert [m.upstream for m in plan_mapping([V1], [a, b])] == [a]
+    assert [m.upstream for m in plan_mapping([V1, V2], [])] == [None, None]
+    assert plan_mapping([], [a]) == []
+
+
+def test_rules_and_atomic_replacement() -> None:
+    rules = build_rules(plan_mapping([V1, V2], [up("192.0.2.1")]))
+    assert len(rules) == 4
+    assert rules[0] == [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.139.1.1"}},
+        {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 53}},
+        {"dnat": {"addr": "192.0.2.1"}},
+    ]
+    commands = build_replace(rules)
+    ops = [(next(iter(c)), next(iter(c[next(iter(c))]))) for c in commands]
+    assert ops[:4] == [("add", "table"), ("add", "chain"), ("delete", "chain"), ("add", "chain")]
+    assert ops[4:] == [("add", "rule")] * 4
+
+
+def test_drop_without_upstream() -> None:
+    rules = build_rules(plan_mapping([V1, V2], []))
+    assert [r[-1] for r in rules] == [{"drop": None}] * 4
+
+
+def test_is_current_compares_hook_and_rules() -> None:
+    rules = build_rules(plan_mapping([V1], [up("192.0.2.1")]))
+    listing = [{"chain": {"family": "ip", "table": "qubes", "name": "dnat-dns", **HOOK}}]
+    listing += [{"rule": {"family": "ip", "table": "qubes", "chain": "dnat-dns", "expr": r}} for r in rules]
+    assert is_current(listing, rules)
+    assert not is_current(listing[:-1], rules)
+    assert not is_current(None, rules)
+    other_prio = [{"chain": {**listing[0]["chain"], "prio": 0}}] + listing[1:]
+    assert not is_current(other_prio, rules)
+
+
+def test_render_matches_nft_syntax() -> None:
+    text = render(plan_mapping([V1, V2], [up("192.0.2.1")]))
+    assert "type nat hook prerouting priority dstnat; policy accept;" in text
+    assert "ip daddr 10.139.1.2 tcp dport 53 dnat to 192.0.2.1" in text
+    assert render(plan_mapping([V1], [])).count("drop") == 2
