@@ -9,6 +9,7 @@ removes every trace. Everything is torn down afterwards, also on Ctrl-C.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable
 
@@ -63,10 +64,15 @@ def run_demo(keep_going: Callable[[], bool] = lambda: True) -> int:
             sim.add_client(13, "10.137.0.13"),
             sim.add_client(14, "10.137.0.14"),
         ]
+        # A disposable VM with a hidden address (random domid: the namespace
+        # name <vif>-nat is host-wide).
+        dispvm = sim.add_mapped_client(random.randint(1000, 32000), "10.138.7.9", "192.168.1.128", "192.168.1.1")
+        clients.append(dispvm)
         print(f"netvm uplink 198.51.100.2 (upstream host {UPSTREAM}), client gateway {GATEWAY} / {GATEWAY6}")
         for c in clients:
             extra = f" + {c.ipv6}" if c.ipv6 else ""
-            print(f"client {c.vif}: {c.ipv4}{extra}, MAC {c.mac}")
+            hidden = f" (hidden: it believes it is {c.visible} behind 192.168.1.1)" if c.visible else ""
+            print(f"client {c.vif}: {c.ipv4}{extra}, MAC {c.mac}{hidden}")
 
         report.section("online: the real vif-route-qubes, started as libxl starts it")
         for c in clients:
@@ -80,7 +86,8 @@ def run_demo(keep_going: Callable[[], bool] = lambda: True) -> int:
 
         report.section("connectivity")
         for c in clients:
-            report.check(f"{c.vif} pings its gateway {GATEWAY}", c.ping(GATEWAY))
+            gateway = "192.168.1.1" if c.visible else GATEWAY
+            report.check(f"{c.vif} pings its gateway {gateway}", c.ping(gateway))
             report.check(f"{c.vif} pings the upstream host {UPSTREAM}", c.ping(UPSTREAM))
             if c.ipv6:
                 report.check(f"{c.vif} pings the upstream host {UPSTREAM6} over IPv6", c.ping(UPSTREAM6))
@@ -96,7 +103,7 @@ def run_demo(keep_going: Callable[[], bool] = lambda: True) -> int:
         result = sim.netvm.run([hook, "eth0", "up"], check=False, env=sim.env() | {"QUBES_SETUP_DNAT_TO_NS": wrapper})
         status = sim.dnat("--status").stdout.strip().splitlines()
         report.check("dispatcher hook ran", result.returncode == 0, "; ".join(status[:2]))
-        for c in clients[:2]:
+        for c in (clients[0], clients[1], dispvm):
             for server, tcp in ((VIRTUAL_DNS[0], False), (VIRTUAL_DNS[1], True)):
                 argv = ["dig", "+short", "+time=2", "+tries=1", f"@{server}", UPSTREAM_NAME] + (["+tcp"] if tcp else [])
                 answer = c.ns.run(argv, check=False).stdout.strip()
@@ -130,9 +137,10 @@ def run_demo(keep_going: Callable[[], bool] = lambda: True) -> int:
         attacker.ns.sh(f"ip addr del {leaving.ipv4}/32 dev eth0")
         report.check(f"{attacker.vif} sends as the offline client's {leaving.ipv4}",
                      not replied and sim.counter("ip", "antispoof") > before, "dropped")
-        for c in (clients[0], clients[2]):
+        for c in (clients[0], clients[2], dispvm):
             sim.vif_route("offline", c)
             report.check(f"{c.vif} offline leaves no trace", not _traces(sim, c))
+        report.check(f"{dispvm.vif}-nat namespace removed", not os.path.exists(f"/run/netns/{dispvm.vif}-nat"))
     except KeyboardInterrupt:
         print("\ninterrupted")
         report.failed += 1

@@ -55,6 +55,7 @@ class Client:
     ipv4: IPv4Address | None
     ipv6: IPv6Address | None
     mac: str
+    visible: IPv4Address | None = None  # a mapped client's own idea of its address
 
     @property
     def vif(self) -> str:
@@ -182,6 +183,28 @@ class SimNetvm:
             self.write_backend(client)
         return client
 
+    def add_mapped_client(self, domid: int, real: str, visible: str, visible_gateway: str,
+                          *, write_mapping: bool = True) -> Client:
+        """A client that only knows its visible address and gateway.
+
+        XenStore holds the real address; QubesDB's /mapped-ip entries tell
+        the netvm what the client believes (unless ``write_mapping`` is off,
+        to play the race where dom0 writes them late).
+        """
+        client = self.add_client(domid, None, write_xenstore=False)
+        client.ns.sh(f"ip addr add {visible}/32 dev eth0 && ip route add {visible_gateway} dev eth0"
+                     f" && ip route add default via {visible_gateway} dev eth0")
+        client.ipv4 = IPv4Address(real)
+        client.visible = IPv4Address(visible)
+        self.write_backend(client)
+        if write_mapping:
+            self.write_mapping(real, visible, visible_gateway)
+        return client
+
+    def write_mapping(self, real: str, visible: str, visible_gateway: str) -> None:
+        self.qubesdb.write(f"/mapped-ip/{real}/visible-gateway", visible_gateway)
+        self.qubesdb.write(f"/mapped-ip/{real}/visible-ip", visible)
+
     def write_backend(self, client: Client, **overrides: str) -> None:
         base = f"{self.xenstore.home()}/{client.xenbus_path}"
         addrs = " ".join(str(a) for a in (client.ipv4, client.ipv6) if a is not None)
@@ -272,6 +295,7 @@ class SimNetvm:
                     proc.kill()
         for client in list(self.clients.values()):
             client.ns.delete()
+            Netns(f"{client.vif}-nat").delete()  # a mapped vif's namespace
         for ns in (self.netvm, self.upstream):
             ns.delete()
         self.xenstore.stop()

@@ -54,6 +54,8 @@ QDB_MAPPED_PREFIX: Final = "/mapped-ip/"
 # --- service flags ---
 SERVICE_HARDEN: Final = "harden-network-interfaces"
 SERVICE_FLOWTABLE: Final = "network-flowtable"
+# Mapped clients may not reach the netvm's real addresses (default off).
+SERVICE_HIDE_NETVM: Final = "hide-netvm-addresses"
 
 # --- files an administrator controls ---
 NETWORK_HOOKS_DIR: Final = "/rw/config/network-hooks.d"

@@ -127,6 +127,14 @@ def dnat(addr: str) -> Json:
     return {"dnat": {"addr": addr}}
 
 
+def mangle(key: Json, value: Any) -> Json:
+    return {"mangle": {"key": key, "value": value}}
+
+
+def fwd(dev: str) -> Json:
+    return {"fwd": {"dev": dev}}
+
+
 def flow_add(flowtable_name: str) -> Json:
     return {"flow": {"op": "add", "flowtable": f"@{flowtable_name}"}}
 

@@ -9,6 +9,7 @@ The socket is ``$QUBESDB_SOCKET`` when set, else ``/var/run/qubes/qubesdb.sock``
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Mapping
 from enum import IntEnum
 
@@ -53,6 +54,7 @@ class QubesDB:
 
     def __init__(self, stream: Stream) -> None:
         self._stream = stream
+        self._events: list[str] = []  # watch events that arrived meanwhile
 
     @classmethod
     def open(cls, address: str, timeout: float = 5.0) -> QubesDB:
@@ -79,7 +81,9 @@ class QubesDB:
                 raise StoreError(f"QubesDB sent an oversized reply ({length} bytes)")
             data = self._stream.read_exact(length, deadline) if length else b""
             if kind == Msg.RESP_WATCH:
-                continue  # a watch event may come before any reply: skip it
+                # May come before any reply: keep it for wait_event, go on.
+                self._events.append(raw_path.split(b"\0", 1)[0].decode("ascii", "replace"))
+                continue
             path = raw_path.split(b"\0", 1)[0].decode("ascii", "replace")
             return kind, path, data
 
@@ -124,3 +128,27 @@ class QubesDB:
             if not path:
                 return entries
             entries[path] = data
+
+    def watch(self, path: str) -> None:
+        """Be told of changes under ``path`` (a prefix when it ends with /)."""
+        deadline = self._stream.deadline()
+        self._send(Msg.CMD_WATCH, path, deadline)
+        kind, _, _ = self._receive(deadline)
+        self._expect(kind, Msg.RESP_OK, path)
+
+    def unwatch(self, path: str) -> None:
+        deadline = self._stream.deadline()
+        self._send(Msg.CMD_UNWATCH, path, deadline)
+        self._receive(deadline)  # OK, or NOENT for a watch already gone
+
+    def wait_event(self, timeout: float) -> str | None:
+        """The path of the next watch event, or None after ``timeout`` seconds."""
+        if self._events:
+            return self._events.pop(0)
+        deadline = time.monotonic() + timeout
+        while self._stream.readable(deadline):
+            kind, path, _ = HEADER.unpack(self._stream.read_exact(HEADER.size, self._stream.deadline()))
+            if kind != Msg.RESP_WATCH:
+                raise StoreError(f"QubesDB sent an unexpected message type {kind} while we waited for a change")
+            return path.split(b"\0", 1)[0].decode("ascii", "replace")
+        return None

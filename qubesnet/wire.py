@@ -38,6 +38,15 @@ class Stream:
             "check that the daemon is running"
         )
 
+    def readable(self, deadline: float) -> bool:
+        """Whether data arrives before ``deadline`` (buffered data counts)."""
+        if self._buffer:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        return bool(select.select([self.fd], [], [], remaining)[0])
+
     def write(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
         while view:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qubesnet import nftjson as j
@@ -26,8 +26,10 @@ from qubesnet.netlink.rtnl import Link, Rtnl
 from qubesnet.nft import Nft
 from qubesnet.sysctl import Sysctl
 
+from .apply_mapped import MappedSteps
 from .hooks import Hooks
 from .inputs import VifInputs
+from .mapped import MappedStep
 from .nftplan import IPAddress, allowed_element, build_add_elements, build_remove_elements, downstream_element, family_of
 from .plan import (
     AntispoofElements,
@@ -78,14 +80,15 @@ def _find_link(gw: Gateways, inp: VifInputs) -> Link | None:
     return link
 
 
-def query_facts(gw: Gateways, inp: VifInputs) -> Facts:
+def query_facts(gw: Gateways, inp: VifInputs, *, mapped: bool = False) -> Facts:
     """Read-only look at the kernel: the interface, IPv6, the nftables layout.
 
     Every query here costs the same whatever the number of VMs: no set
-    contents are listed.
+    contents are listed. For a mapped vif the interface is the veth end
+    this event created (or checked) under the vif's name.
     """
-    link = _find_link(gw, inp)
-    ipv6_on_vif = link is not None and gw.sysctl.read(ipv6_conf(link.name, "disable_ipv6")) == "0"
+    link = gw.rtnl.get_link(inp.ifname) if mapped else _find_link(gw, inp)
+    ipv6_on_vif = not mapped and link is not None and gw.sysctl.read(ipv6_conf(link.name, "disable_ipv6")) == "0"
     tables = {
         item["table"]["family"]
         for item in gw.nft.query({"list": {"tables": {}}}) or []
@@ -108,42 +111,53 @@ def query_facts(gw: Gateways, inp: VifInputs) -> Facts:
         chains={family: frozenset(names) for family, names in chains.items()},
         qubes_tables=frozenset(tables),
         flow_table_exists=flow_table_exists,
+        mapped=mapped,
     )
 
 
-class Applier:
-    def __init__(self, gw: Gateways, inp: VifInputs, plan: Plan, report: Callable[[str], None]) -> None:
+class Applier(MappedSteps):
+    """Runs steps, keeping the compensation log of what they changed."""
+
+    def __init__(self, gw: Gateways, inp: VifInputs, report: Callable[[str], None]) -> None:
         self.gw = gw
         self.inp = inp
-        self.plan = plan
         self.report = report
+        self.dry_run = gw.rtnl.dry_run
+        self.plan: Plan | None = None
         self.undo: list[tuple[str, Callable[[], object]]] = []
 
     # --- running ---
 
-    def apply_online(self) -> None:
-        """Apply every step; on failure, undo what was done and re-raise."""
-        try:
-            for step in self.plan.steps:
-                self._apply(step)
-        except BaseException:
-            self.rollback()
-            raise
+    def apply_steps(self, steps: Iterable[Step | MappedStep]) -> None:
+        """Apply in order; stop at the first failure (the caller rolls back)."""
+        for step in steps:
+            self._apply(step)
 
-    def apply_offline(self) -> list[str]:
+    def _apply(self, step: Step | MappedStep) -> None:
+        getattr(self, "_" + type(step).__name__)(step)
+
+    def apply_online(self, plan: Plan) -> None:
+        self.plan = plan
+        self.apply_steps(plan.steps)
+
+    def apply_best_effort(self, steps: Iterable[Step | MappedStep]) -> list[str]:
         """Try every step; return the errors (empty when all went well)."""
         errors = []
-        for step in self.plan.steps:
+        for step in steps:
             try:
-                self._apply(step)
+                self.apply_steps([step])
             except QubesNetError as exc:
                 errors.append(str(exc))
                 log.error("%s", exc)
         return errors
 
+    def apply_offline(self, plan: Plan) -> list[str]:
+        self.plan = plan
+        return self.apply_best_effort(plan.steps)
+
     def rollback(self) -> None:
         # Fail closed first: whatever happens below, the vif carries no traffic.
-        if self.plan.link_index is not None:
+        if self.plan is not None and self.plan.link_index is not None:
             try:
                 self.gw.rtnl.set_link(self.plan.link_index, up=False)
             except NetlinkError:
@@ -152,26 +166,28 @@ class Applier:
             try:
                 undo()
                 self.report(f"undo: {what}")
-            except (QubesNetError, NetlinkError) as exc:
+            except (QubesNetError, NetlinkError, OSError) as exc:
                 log.error("could not undo %s: %s", what, exc)
         self.undo.clear()
 
-    def _apply(self, step: Step) -> None:
-        getattr(self, "_" + type(step).__name__)(step)
-
     # --- helpers ---
 
+    @property
+    def _plan(self) -> Plan:
+        assert self.plan is not None, "a foundation step runs within a plan"
+        return self.plan
+
     def _index(self) -> int:
-        index = self.plan.link_index
+        index = self._plan.link_index
         if index is None:  # planning guarantees an interface for online
-            raise ApplyError(f"interface {self.plan.ifname} does not exist")
+            raise ApplyError(f"interface {self._plan.ifname} does not exist")
         return index
 
     def _netlink(self, what: str, action: Callable[[], object]) -> object:
         try:
             return action()
         except NetlinkError as exc:
-            raise ApplyError(f"{what} on {self.plan.ifname} failed: {exc.strerror}") from exc
+            raise ApplyError(f"{what} on {self.inp.ifname} failed: {exc.strerror}") from exc
 
     def _has(self, element: j.Json) -> bool:
         return bool(self.gw.nft.query({"get": element}))
@@ -187,10 +203,10 @@ class Applier:
         found = self.gw.rtnl.lookup_route(addr)
         if found is None or found.oif is None or found.dst_len != addr.max_prefixlen:
             return False
-        return found.oif != self.plan.link_index
+        return found.oif != self._plan.link_index
 
     def _run_nft(self, commands: list[j.Json], flowtable: list[j.Json]) -> None:
-        what = f"{self.plan.command} {self.plan.ifname}"
+        what = f"{self._plan.command} {self._plan.ifname}"
         self.report(f"nft -j -f - <<'EOF'\n{json.dumps(j.transaction(commands + flowtable), indent=1)}\nEOF")
         try:
             self.gw.nft.run(commands + flowtable, what)
@@ -229,7 +245,7 @@ class Applier:
             log.info("purged %d stale conntrack entries", count)
 
     def _AntispoofElements(self, step: AntispoofElements) -> None:
-        ifname = self.plan.ifname
+        ifname = self._plan.ifname
         if step.present:
             # What this run really adds, for the undo log (add is idempotent).
             new_allowed = [a for a in step.addresses if not self._has(allowed_element(family_of(a), ifname, a))]
@@ -247,7 +263,7 @@ class Applier:
 
     def _LinkState(self, step: LinkState) -> None:
         state = "up" if step.up else "down"
-        self.report(f"ip link set {self.plan.ifname} group {step.group} {state}")
+        self.report(f"ip link set {self._plan.ifname} group {step.group} {state}")
         index = self._index()
         self._netlink("link set", lambda: self.gw.rtnl.set_link(index, up=step.up, group=step.group))
         if step.up:
@@ -255,7 +271,7 @@ class Applier:
 
     def _HostRoute(self, step: HostRoute) -> None:
         verb = "add" if step.present else "del"
-        self.report(f"ip route {verb} {step.dst} dev {self.plan.ifname} metric {step.metric}")
+        self.report(f"ip route {verb} {step.dst} dev {self._plan.ifname} metric {step.metric}")
         index = self._index()
         if not step.present:
             self._netlink("route del", lambda: self.gw.rtnl.del_route(index, step.dst, step.metric))
@@ -265,7 +281,7 @@ class Applier:
     def _Neighbour(self, step: Neighbour) -> None:
         verb = "add" if step.present else "del"
         lladdr = f" lladdr {step.mac}" if step.present else ""
-        self.report(f"ip neigh {verb} {step.addr}{lladdr} dev {self.plan.ifname} nud permanent")
+        self.report(f"ip neigh {verb} {step.addr}{lladdr} dev {self._plan.ifname} nud permanent")
         index = self._index()
         if not step.present:
             self._netlink("neighbour del", lambda: self.gw.rtnl.del_neighbour(index, step.addr))
@@ -277,7 +293,7 @@ class Applier:
 
     def _GatewayAddress(self, step: GatewayAddress) -> None:
         verb = "add" if step.present else "del"
-        self.report(f"ip addr {verb} {step.addr}/{step.prefixlen} dev {self.plan.ifname}")
+        self.report(f"ip addr {verb} {step.addr}/{step.prefixlen} dev {self._plan.ifname}")
         index = self._index()
         if not step.present:
             self._netlink("address del", lambda: self.gw.rtnl.del_address(index, step.addr, step.prefixlen))
@@ -290,7 +306,7 @@ class Applier:
             self.undo.append((f"address {step.addr}", lambda: self.gw.rtnl.del_address(index, step.addr, step.prefixlen)))
 
     def _RunHooks(self, step: RunHooks) -> None:
-        argv = [step.command, self.plan.ifname, self.inp.vif_type]
+        argv = [step.command, self._plan.ifname, self.inp.vif_type]
         if step.addr is not None:
             argv.append(str(step.addr))
         self.report(f"network hooks: {' '.join(argv)}")

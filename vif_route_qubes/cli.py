@@ -73,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--hooks-dir", default=NETWORK_HOOKS_DIR, metavar="DIR", help=f"network hooks directory (default {NETWORK_HOOKS_DIR})"
     )
     parser.add_argument(
+        "--mapped-wait", type=float, default=5.0, metavar="SECONDS",
+        help="how long online waits for the /mapped-ip entries of a client in 10.138.0.0/16 (default 5)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=5.0, metavar="SECONDS", help="how long to wait for XenStore and QubesDB (default 5)"
     )
     return parser.parse_args(argv)
@@ -171,7 +175,7 @@ def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugSta
         status=status,
     )
     try:
-        plan = run_event(args.command, env, xs, open_qubesdb, gw, Options(dry_run=dry, timeout=args.timeout), report)
+        plan = run_event(args.command, env, xs, open_qubesdb, gw, Options(dry_run=dry, timeout=args.timeout, mapped_wait=args.mapped_wait), report)
     finally:
         gw.close()
     addresses = ", ".join(map(str, plan.addresses)) or "no addresses"

@@ -16,7 +16,9 @@ from qubesnet.validate import AddressList, parse_address_list
 from qubesnet.xenstore import XenStore
 
 from .apply import Applier, Gateways, query_facts
+from .apply_mapped import query_ns_facts
 from .inputs import VifEnv, VifInputs, read_gateways, read_inputs
+from .mapped import Mapping, RemoveNamespace, namespace_name, peer_name, plan_mapped, read_mapping
 from .plan import Plan, plan_offline, plan_online
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ LOCK_TIMEOUT = 30.0
 class Options:
     dry_run: bool
     timeout: float
+    mapped_wait: float = 5.0
     lock_file: str = LOCK_FILE
 
 
@@ -60,32 +63,60 @@ def run_event(
     opts: Options,
     report: Callable[[str], None],
 ) -> Plan:
-    online = command == "online"
-    if online:
+    if command == "online":
         with open_qubesdb() as qdb:
             inp = read_inputs(env, xs, qdb, online=True)
+            mapping = None
+            if inp.addresses.ipv4 is not None:
+                mapping = read_mapping(qdb, inp.addresses.ipv4, inp.gateway, opts.mapped_wait)
     else:
         inp = read_inputs(env, xs, None, online=False)
 
     locks = KeyLocks(opts.lock_file)
     locks.acquire(lock_keys(inp), LOCK_TIMEOUT)
     try:
-        facts = query_facts(gw, inp)
-        if not online:
-            inp = _complete_offline_inputs(inp, facts.link_name, gw.nft, open_qubesdb)
-        plan = plan_online(inp, facts) if online else plan_offline(inp, facts)
-        for note in plan.notes:
-            log.warning("%s", note)
-        applier = Applier(gw, inp, plan, report)
-        if online:
-            applier.apply_online()
-        else:
-            errors = applier.apply_offline()
-            if errors:
-                more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-                raise ApplyError(errors[0] + more)
+        applier = Applier(gw, inp, report)
+        if command == "online":
+            return _online(applier, gw, inp, mapping)
+        return _offline(applier, gw, inp, open_qubesdb)
     finally:
         locks.release()
+
+
+def _online(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | None) -> Plan:
+    try:
+        # The namespace of a mapped vif first (or its removal when the
+        # mapping went away); then the netvm end, like any vif.
+        steps = plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp))
+        applier.apply_steps(steps)
+        if mapping is not None and steps and isinstance(steps[0], RemoveNamespace):
+            # A namespace for another mapping was taken down: build anew.
+            applier.apply_steps(plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp)))
+        if mapping is not None:
+            log.info("%s is mapped: the client sees %s behind %s", mapping.real, mapping.visible, mapping.visible_gateway)
+        plan = plan_online(inp, query_facts(gw, inp, mapped=mapping is not None))
+        for note in plan.notes:
+            log.warning("%s", note)
+        applier.apply_online(plan)
+    except BaseException:
+        applier.rollback()
+        raise
+    return plan
+
+
+def _offline(applier: Applier, gw: Gateways, inp: VifInputs, open_qubesdb: Callable[[], QubesDB]) -> Plan:
+    errors: list[str] = []
+    if query_ns_facts(gw, inp).ns_exists:
+        ns = namespace_name(inp.ifname)
+        errors += applier.apply_best_effort([RemoveNamespace(ns, inp.ifname, peer_name(inp.ifname), inp.vif.name)])
+    facts = query_facts(gw, inp)
+    inp = _complete_offline_inputs(inp, facts.link_name, gw.nft, open_qubesdb)
+    plan = plan_offline(inp, facts)
+    applier.inp = inp
+    errors += applier.apply_offline(plan)
+    if errors:
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        raise ApplyError(errors[0] + more)
     return plan
 
 

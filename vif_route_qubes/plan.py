@@ -123,6 +123,7 @@ class Facts:
     ipv6_on_vif: bool  # IPv6 enabled on the interface (disable_ipv6 = 0)
     chains: Mapping[str, frozenset[str]] = field(default_factory=dict)  # family -> chains of table qubes
     qubes_tables: frozenset[str] = frozenset()  # families having table qubes
+    mapped: bool = False  # the interface is the veth of a mapped vif (IPv6 off)
     flow_table_exists: bool = False
 
 
@@ -169,17 +170,23 @@ def plan_online(inp: VifInputs, facts: Facts) -> Plan:
     for addr in addrs:
         if addr not in routed:
             where = "in the kernel" if not facts.ipv6_kernel else f"on {ifname}"
+            if facts.mapped:
+                where = f"on {ifname}, a mapped vif"
             notes.append(f"IPv6 is disabled {where}: no route to {addr}")
     for addr in inp.addresses.ignored:
         notes.append(f"ignoring extra address {addr} (one per family is used)")
     filtered = [a for a in addrs if a.version == 4 or facts.ipv6_kernel]
 
     steps.append(SetSysctl(ipv4_conf(ifname, "proxy_arp"), "1"))
+    if facts.mapped and facts.ipv6_kernel:
+        steps.append(SetSysctl(ipv6_conf(ifname, "disable_ipv6"), "1"))
     gateway6 = inp.gateway6
     if gateway6 is not None and gateway6.is_link_local:
         gateway6 = None  # the client reaches a link-local gateway directly
-    elif gateway6 is not None and not facts.ipv6_on_vif:
+    elif gateway6 is not None and not facts.ipv6_on_vif and not facts.mapped:
         notes.append(f"IPv6 is disabled on {ifname}: gateway {gateway6} not configured")
+        gateway6 = None
+    elif facts.mapped:
         gateway6 = None
     if gateway6 is not None:
         steps.append(SetSysctl(ipv6_conf(ifname, "proxy_ndp"), "1"))

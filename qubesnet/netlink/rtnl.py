@@ -101,7 +101,9 @@ class Rtnl:
         up: bool | None = None,
         group: int | None = None,
         name: str | None = None,
+        netns_fd: int | None = None,
     ) -> None:
+        """Change a link; ``netns_fd`` moves it to that network namespace."""
         if self.dry_run:
             return
         msg = ifinfmsg()
@@ -114,8 +116,39 @@ class Rtnl:
             attrs.append(("IFLA_GROUP", group))
         if name is not None:
             attrs.append(("IFLA_IFNAME", name))
+        if netns_fd is not None:
+            attrs.append(("IFLA_NET_NS_FD", netns_fd))
         msg["attrs"] = attrs
         self._nl.request(msg, RTM_NEWLINK, 0, f"set link {index}")
+
+    def create_veth(self, name: str, mac: str, peer: str, peer_mac: str, peer_netns_fd: int) -> None:
+        """A veth pair: ``name`` here, ``peer`` born in another namespace."""
+        if self.dry_run:
+            return
+        peer_info = {"attrs": [("IFLA_IFNAME", peer), ("IFLA_ADDRESS", peer_mac), ("IFLA_NET_NS_FD", peer_netns_fd)]}
+        msg = ifinfmsg()
+        msg["attrs"] = [
+            ("IFLA_IFNAME", name),
+            ("IFLA_ADDRESS", mac),
+            ("IFLA_LINKINFO", {"attrs": [
+                ("IFLA_INFO_KIND", "veth"),
+                ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer_info)]}),
+            ]}),
+        ]
+        self._nl.request(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"create veth {name}")
+
+    def delete_link(self, index: int) -> bool:
+        if self.dry_run:
+            return True
+        msg = ifinfmsg()
+        msg["index"] = index
+        try:
+            self._nl.request(msg, RTM_DELLINK, 0, f"delete link {index}")
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise
+        return True
 
     # --- addresses ---
 

@@ -1,0 +1,270 @@
+"""Mapped (hidden) addresses: a client that only knows its visible address.
+
+Domids are random so that the host-wide namespace names (<vif>-nat) of
+concurrent runs do not meet.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from qubes_netsim.netns import Netns
+from qubes_netsim.topology import GATEWAY, UPSTREAM, VIRTUAL_DNS, Client, SimNetvm
+from tests import oracle
+
+REAL, VISIBLE, VISIBLE_GW = "10.138.7.9", "192.168.1.128", "192.168.1.1"
+RUNNER = os.path.join(os.path.dirname(__file__), "fault_runner.py")
+
+
+def domid() -> int:
+    return random.randint(300, 32000)
+
+
+def namespaces() -> set[str]:
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+@pytest.fixture
+def mapped(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client]]:
+    sim.start_dns({"who.test": "192.0.2.1"})
+    yield sim, sim.add_mapped_client(domid(), REAL, VISIBLE, VISIBLE_GW)
+
+
+def forwarded_from(sim: SimNetvm, saddr: str) -> "callable[[], int]":  # type: ignore[valid-type]
+    sim.netvm.run(["nft", "add", "rule", "ip", "qubes", "custom-forward", "ip", "saddr", saddr, "counter"])
+
+    def count() -> int:
+        for item in sim.netvm.nft_json("list", "chain", "ip", "qubes", "custom-forward"):
+            expr = item.get("rule", {}).get("expr", [])
+            if any(e.get("match", {}).get("right") == saddr for e in expr):
+                return sum(e["counter"]["packets"] for e in expr if "counter" in e)
+        return 0
+
+    return count
+
+
+def test_client_reaches_gateway_and_upstream_under_its_real_address(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    from_real, from_visible = forwarded_from(sim, REAL), forwarded_from(sim, VISIBLE)
+
+    result = sim.vif_route("online", client)
+
+    assert result.returncode == 0, result.stderr
+    assert sim.hotplug_status(client) == "connected"
+    ns = Netns(f"{client.vif}-nat")
+    assert ns.exists()
+    inside = {link["ifname"] for link in ns.ip_json("link", "show")}
+    assert {client.vif, f"{client.vif}-p"} <= inside
+    assert "table netdev qubes-nat" in ns.run(["nft", "list", "ruleset"]).stdout
+    # The netvm configures the veth end exactly like a vif, under the real address.
+    assert sim.set_elements("ip", "allowed") == {(client.vif, REAL)}
+    assert [r["dev"] for r in sim.routes() if r["dst"] == REAL] == [client.vif]
+
+    assert client.ping(VISIBLE_GW)
+    assert client.ping(UPSTREAM, count=2)
+    assert from_real() >= 2 and from_visible() == 0, "upstream only ever sees the real (masqueraded) address"
+    # Replies came back translated: the client's own view of the ping.
+    reply = client.ns.run(["ping", "-n", "-c", "1", "-W", "2", UPSTREAM]).stdout
+    assert f"from {UPSTREAM}" in reply
+
+
+def dig(client: Client, server: str) -> str | None:
+    result = client.ns.run(["dig", "+short", "+time=1", "+tries=1", f"@{server}", "who.test"], check=False)
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
+
+
+def test_dns_through_the_virtual_addresses(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    assert sim.dnat().returncode == 0
+    assert dig(client, VIRTUAL_DNS[1]) == "192.0.2.1"
+
+
+@pytest.mark.parametrize("forged", ["10.137.0.50", REAL, "192.168.1.129"])
+def test_forged_sources_never_leave_the_namespace(mapped: tuple[SimNetvm, Client], forged: str) -> None:
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(VISIBLE_GW), "the client knows its gateway's MAC: forged packets do go out"
+    seen = forwarded_from(sim, forged)
+    client.ns.sh(f"ip addr add {forged}/32 dev eth0")
+
+    assert not client.ping(UPSTREAM, source=forged, count=2, wait=1)
+
+    assert seen() == 0
+    chain = Netns(f"{client.vif}-nat").nft_json("list", "chain", "netdev", "qubes-nat", "from-client")
+    spoof_rule = [i["rule"]["expr"] for i in chain if "rule" in i and any(
+        e.get("match", {}).get("op") == "!=" for e in i["rule"]["expr"])][0]
+    assert [e["counter"]["packets"] for e in spoof_rule if "counter" in e][0] >= 2
+
+
+def test_arp_is_answered_only_for_the_visible_gateway(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(VISIBLE_GW)
+    for other in ("10.137.0.99", REAL, GATEWAY):
+        client.ns.sh(f"ip route add {other} dev eth0")
+        client.ping(other, wait=1)
+    neighbours = {n["dst"]: n for n in client.ns.ip_json("neigh", "show", "dev", "eth0")}
+    assert neighbours[VISIBLE_GW].get("lladdr") == "fe:ff:ff:ff:ff:ff"
+    for other in ("10.137.0.99", REAL, GATEWAY):
+        assert "lladdr" not in neighbours.get(other, {}), f"ARP for {other} was answered"
+
+
+def test_offline_leaves_no_namespace_no_veth_no_element(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    before_ns = namespaces()
+    before = oracle.snapshot(sim.netvm)
+    assert sim.vif_route("online", client).returncode == 0
+
+    result = sim.vif_route("offline", client)
+
+    assert result.returncode == 0, result.stderr
+    assert namespaces() == before_ns
+    assert oracle.snapshot(sim.netvm) == before
+    # The vif itself (a veth here, where a namespace's deletion would have
+    # destroyed it) is back in the netvm under its own name, down.
+    assert sim.netvm.ip_json("link", "show", "dev", client.vif)[0]["ifname"] == client.vif
+
+
+def test_cycles_leave_no_residue(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    before_ns = namespaces()
+    before = oracle.snapshot(sim.netvm)
+    for _ in range(3):
+        assert sim.vif_route("online", client).returncode == 0
+        assert client.ping(UPSTREAM)
+        assert sim.vif_route("offline", client).returncode == 0
+        assert namespaces() == before_ns
+        assert oracle.snapshot(sim.netvm) == before
+
+
+def test_online_twice_keeps_the_namespace(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    first = oracle.snapshot(sim.netvm, (client.vif,))
+    inode = os.stat(f"/run/netns/{client.vif}-nat").st_ino
+
+    result = sim.vif_route("online", client)
+
+    assert result.returncode == 0, result.stderr
+    assert "removed namespace" not in result.stderr
+    assert os.stat(f"/run/netns/{client.vif}-nat").st_ino == inode
+    assert oracle.snapshot(sim.netvm, (client.vif,)) == first
+    assert client.ping(UPSTREAM)
+
+
+def test_a_changed_mapping_rebuilds_the_namespace(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    sim.write_mapping(REAL, "192.168.1.77", VISIBLE_GW)
+    client.ns.sh(f"ip addr add 192.168.1.77/32 dev eth0 && ip addr del {VISIBLE}/32 dev eth0"
+                 f" && ip route replace default via {VISIBLE_GW} dev eth0")
+
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(UPSTREAM)
+
+
+def test_every_step_of_a_mapped_online_rolls_back(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    before_ns = namespaces()
+    before = oracle.snapshot(sim.netvm)
+    for step in range(64):
+        argv = [sys.executable, RUNNER, str(step), "--hooks-dir", sim.hooks_dir, "online"]
+        result = sim.netvm.run(argv, check=False, env=sim.env(client))
+        if result.returncode == 0:
+            break
+        assert f"injected fault before step {step}" in result.stderr
+        assert namespaces() == before_ns, f"namespace left after a fault at step {step}"
+        assert oracle.snapshot(sim.netvm) == before, f"residue after a fault at step {step}"
+        assert sim.hotplug_status(client) == "error"
+    assert step >= 12, "4 namespace steps and the netvm end's"
+    assert client.ping(UPSTREAM)
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 8])
+def test_a_crashed_run_is_cleaned_up_by_the_next_one(mapped: tuple[SimNetvm, Client], crash_at: int) -> None:
+    sim, client = mapped
+    before_ns = namespaces()
+    argv = [sys.executable, RUNNER, "--crash", str(crash_at), "--hooks-dir", sim.hooks_dir, "online"]
+    assert sim.netvm.run(argv, check=False, env=sim.env(client)).returncode == 137
+
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(UPSTREAM)
+    assert sim.vif_route("offline", client).returncode == 0
+    assert namespaces() == before_ns
+
+    # And a crash followed directly by offline.
+    assert sim.netvm.run(argv, check=False, env=sim.env(client)).returncode == 137
+    assert sim.vif_route("offline", client).returncode == 0
+    assert namespaces() == before_ns
+    assert sim.netvm.ip_json("link", "show", "dev", client.vif), "the vif survived"
+
+
+def test_mapping_written_during_the_bounded_wait(sim: SimNetvm) -> None:
+    client = sim.add_mapped_client(domid(), REAL, VISIBLE, VISIBLE_GW, write_mapping=False)
+    late = threading.Timer(0.5, sim.write_mapping, (REAL, VISIBLE, VISIBLE_GW))
+    late.start()
+    try:
+        result = sim.vif_route("online", client, "--mapped-wait", "10")
+    finally:
+        late.cancel()
+    assert result.returncode == 0, result.stderr
+    assert client.ping(UPSTREAM)
+
+
+def test_mapping_after_the_wait_is_picked_up_by_a_rerun(sim: SimNetvm) -> None:
+    client = sim.add_mapped_client(domid(), REAL, VISIBLE, VISIBLE_GW, write_mapping=False)
+
+    result = sim.vif_route("online", client, "--mapped-wait", "0.3")
+
+    assert result.returncode == 0, result.stderr
+    assert not client.ping(UPSTREAM, wait=1), "without its mapping the client cannot send"
+    sim.write_mapping(REAL, VISIBLE, VISIBLE_GW)
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(UPSTREAM)
+    assert sim.vif_route("offline", client).returncode == 0
+    assert not Netns(f"{client.vif}-nat").exists()
+
+
+def test_no_wait_outside_the_hidden_range(sim: SimNetvm) -> None:
+    client = sim.add_client(domid(), "10.137.0.40")
+    result = sim.vif_route("online", client, "--mapped-wait", "30", timeout=20)
+    assert result.returncode == 0
+
+
+def test_hiding_the_netvm_addresses(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    sim.qubesdb.write("/qubes-service/hide-netvm-addresses", "1")
+    assert sim.vif_route("online", client).returncode == 0
+    assert sim.dnat().returncode == 0
+
+    assert client.ping(VISIBLE_GW), "the gateway, through the translation"
+    assert not client.ping(GATEWAY, wait=1), "not the real gateway"
+    assert dig(client, VIRTUAL_DNS[0]) is None, "not the virtual DNS address"
+    assert dig(client, VISIBLE_GW) == "192.0.2.1", "DNS through the visible gateway"
+    assert client.ping(UPSTREAM)
+
+
+def test_without_hiding_the_virtual_dns_is_reachable(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    assert sim.dnat().returncode == 0
+    assert dig(client, VIRTUAL_DNS[0]) == "192.0.2.1"
+    assert dig(client, VISIBLE_GW) is None, "no DNS on the gateway unless hiding"
+
+
+def test_dry_run_shows_the_namespace_plan(mapped: tuple[SimNetvm, Client]) -> None:
+    sim, client = mapped
+    before_ns = namespaces()
+    result = sim.vif_route("online", client, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"ip netns add {client.vif}-nat" in result.stdout
+    assert f"ip link set {client.vif} netns {client.vif}-nat" in result.stdout
+    assert "netdev table qubes-nat" in result.stdout
+    assert namespaces() == before_ns
