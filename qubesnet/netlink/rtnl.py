@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import errno
 import socket
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from . import _pyroute2  # noqa: F401
 from .nlsock import (
     NLM_F_CREATE,
+    NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REPLACE,
     NetlinkError,
     NetlinkSocket,
 )
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
-from pyroute2.netlink.rtnl.ndmsg import ndmsg  # noqa: E402
-from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
+from .messages import ifaddrmsg, ifinfmsg, ndmsg, rtmsg
 
 IPAddress = IPv4Address | IPv6Address
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
-RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 IFF_UP = 0x1
@@ -50,16 +48,14 @@ def _hostlen(addr: IPAddress) -> int:
     return addr.max_prefixlen
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     index: int
     name: str
     up: bool
     group: int
 
 
-@dataclass(frozen=True)
-class RouteLookup:
+class RouteLookup(NamedTuple):
     oif: int | None
     dst_len: int
 
@@ -125,8 +121,12 @@ class Rtnl:
         """A veth pair: ``name`` here, ``peer`` born in another namespace."""
         if self.dry_run:
             return
+        # Link kinds need pyroute2's full ifinfmsg (IFLA_LINKINFO and its
+        # plugins): loaded here only, on the rare mapped-address path.
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg as full_ifinfmsg
+
         peer_info = {"attrs": [("IFLA_IFNAME", peer), ("IFLA_ADDRESS", peer_mac), ("IFLA_NET_NS_FD", peer_netns_fd)]}
-        msg = ifinfmsg()
+        msg = full_ifinfmsg()
         msg["attrs"] = [
             ("IFLA_IFNAME", name),
             ("IFLA_ADDRESS", mac),
@@ -173,6 +173,18 @@ class Rtnl:
                 return False
             raise
         return True
+
+    def list_addresses(self, index: int) -> list[tuple[IPAddress, int]]:
+        """The addresses on one interface, as (address, prefix length)."""
+        msg = ifaddrmsg()
+        msg["index"] = index  # a filter, with NETLINK_GET_STRICT_CHK
+        answers = self._nl.request(msg, RTM_GETADDR, NLM_F_DUMP, f"list addresses of {index}", _decode(ifaddrmsg))
+        found = []
+        for answer in answers:
+            value = answer.get_attr("IFA_LOCAL") or answer.get_attr("IFA_ADDRESS")
+            if answer["index"] == index and value:  # older kernels ignore the filter
+                found.append((ip_address(value), answer["prefixlen"]))
+        return found
 
     def del_address(self, index: int, addr: IPAddress, prefixlen: int) -> bool:
         if self.dry_run:

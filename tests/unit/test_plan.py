@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -45,13 +44,13 @@ def inputs(**changes: object) -> VifInputs:
         harden=False,
         flowtable=False,
     )
-    return replace(base, **changes)
+    return base._replace(**changes)
 
 
 def facts(**changes: object) -> Facts:
     base = Facts(link_name="vif12.0", link_index=7, ipv6_kernel=True, ipv6_on_vif=True,
                  chains=FULL_LAYOUT, qubes_tables=frozenset({"ip", "ip6"}))
-    return replace(base, **changes)
+    return base._replace(**changes)
 
 
 def position(steps: tuple, kind: type) -> list[int]:
@@ -194,3 +193,17 @@ def test_metric_prefers_later_vms(domid: int) -> None:
     metrics = {s.metric for s in plan.steps if isinstance(s, HostRoute)}
     assert metrics == {32752 - domid}
     assert all(m >= 0 for m in metrics)
+
+
+def test_offline_removes_the_gateway_addresses_found_on_the_interface() -> None:
+    found = (
+        (IPv4Address("10.137.0.1"), 32),
+        (IPv6Address("fd09:24ef:4179::a89:1"), 128),
+        (IPv6Address("fe80::fcff:ffff:feff:ffff"), 64),  # the kernel's own
+        (IPv4Address("192.0.2.9"), 24),  # not a gateway address online adds
+    )
+    plan = plan_offline(inputs(gateway=IPv4Address("10.137.0.99")), facts(link_addresses=found))
+    assert [s for s in plan.steps if isinstance(s, GatewayAddress)] == [
+        GatewayAddress(False, IPv4Address("10.137.0.1"), 32),
+        GatewayAddress(False, IPv6Address("fd09:24ef:4179::a89:1"), 128),
+    ]
