@@ -3,7 +3,13 @@
 See ../shared/docs/contract.md (the drop-in contract) for where each comes from.
 """
 
-from typing import Final
+from __future__ import annotations
+
+# typing costs milliseconds to import and these names only serve type
+# checkers (annotations are not evaluated: PEP 563).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # --- nftables layout (contract: "The nftables layout the suite maintains") ---
 QUBES_TABLE: Final = "qubes"
@@ -50,6 +56,9 @@ QDB_OWN_IP: Final = "/qubes-ip"
 QDB_OWN_IP6: Final = "/qubes-ip6"
 QDB_SERVICE_PREFIX: Final = "/qubes-service/"
 QDB_MAPPED_PREFIX: Final = "/mapped-ip/"
+# Disposable VMs with hidden addresses get their real address here: for
+# them a missing /mapped-ip entry is worth waiting for (dom0 may be late).
+HIDDEN_NETWORK: Final = "10.138.0.0/16"
 
 # --- service flags ---
 SERVICE_HARDEN: Final = "harden-network-interfaces"
@@ -62,5 +71,6 @@ NETWORK_HOOKS_DIR: Final = "/rw/config/network-hooks.d"
 HOOK_TIMEOUT: Final = 30.0  # seconds one network hook may run
 
 # --- kernel ---
+NETNS_DIR: Final = "/run/netns"  # named network namespaces, as iproute2 keeps them
 RT_TABLE_MAIN: Final = 254
 RTPROT_BOOT: Final = 3  # what `ip route add` uses, as the shell scripts did

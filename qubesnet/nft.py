@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from .errors import ApplyError
 from .nftjson import Json, transaction
@@ -38,6 +40,10 @@ class Nft:
         if self.dry_run:
             return
         rc, _output, error = self._ctx.json_cmd(transaction(commands))
+        if rc == 0:
+            from .leave import note_commit
+
+            note_commit()
         if rc != 0:
             message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
             raise ApplyError(

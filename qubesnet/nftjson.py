@@ -7,9 +7,15 @@ Callers pass only validated values anyway.
 
 from __future__ import annotations
 
-from typing import Any
+# typing costs milliseconds to import and these names only serve type
+# checkers (annotations are not evaluated: PEP 563).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-Json = dict[str, Any]
+    Json = dict[str, Any]
+else:
+    Json = dict
 
 ACCEPT: Json = {"accept": None}
 DROP: Json = {"drop": None}

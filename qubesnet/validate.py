@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 from ipaddress import IPv4Address, IPv6Address
 
 from .constants import IFNAMSIZ, MAX_DOMID
@@ -34,11 +34,10 @@ MAX_ADDRESSES = 8
 ADDRESS_CHARS_RE = re.compile(r"[0-9A-Fa-f.: ]*")
 
 
-@dataclass(frozen=True)
-class VifName:
-    name: str
-    domid: int
-    devid: int
+class VifName(namedtuple("VifName", ("name", "domid", "devid"))):
+    """A vif name taken apart: name (str), domid and devid (int)."""
+
+    __slots__ = ()
 
     @property
     def metric(self) -> int:
@@ -154,13 +153,14 @@ def parse_ipv6(key: str, value: str, *, allow_link_local: bool = False) -> IPv6A
     return addr
 
 
-@dataclass(frozen=True)
-class AddressList:
-    """The client addresses of a vif: at most one of each family is used."""
+class AddressList(namedtuple("AddressList", ("ipv4", "ipv6", "ignored"), defaults=((),))):
+    """The client addresses of a vif: at most one of each family is used.
 
-    ipv4: IPv4Address | None
-    ipv6: IPv6Address | None
-    ignored: tuple[IPAddress, ...] = ()
+    ipv4: IPv4Address | None, ipv6: IPv6Address | None, ignored: the
+    further addresses of the list (tuple).
+    """
+
+    __slots__ = ()
 
     @property
     def used(self) -> tuple[IPAddress, ...]:

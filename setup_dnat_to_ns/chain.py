@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 from ipaddress import IPv4Address
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from qubesnet import nftjson as j
 from qubesnet.constants import CHAIN_DNAT_DNS, QUBES_TABLE
@@ -15,10 +17,11 @@ FAMILY = "ip"
 HOOK = {"type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}  # priority dstnat
 
 
-@dataclass(frozen=True)
-class Mapping:
-    virtual: IPv4Address
-    upstream: Upstream | None  # None: DNS to this address is dropped
+class Mapping(namedtuple("Mapping", ("virtual", "upstream"))):
+    """virtual: IPv4Address; upstream: Upstream, or None when DNS to this
+    virtual address is dropped."""
+
+    __slots__ = ()
 
 
 def plan_mapping(virtual: list[IPv4Address], upstreams: list[Upstream]) -> list[Mapping]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections import namedtuple
 from ipaddress import IPv4Address
 
 from qubesnet.constants import QDB_PRIMARY_DNS, QDB_SECONDARY_DNS
@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 RESOLV_CONF_LIMIT = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Derived:
-    mapping: list[Mapping]
-    notes: list[str] = field(default_factory=list)
+class Derived(namedtuple("Derived", ("mapping", "notes"), defaults=((),))):
+    """mapping: list[Mapping]; notes: what was skipped and why (tuple of str)."""
+
+    __slots__ = ()
 
 
 def read_virtual_dns(qdb: QubesDB) -> list[IPv4Address]:
@@ -75,4 +75,4 @@ def derive(qdb: QubesDB, resolv_conf: str, timeout: float) -> Derived:
     upstreams, notes = read_upstreams(resolv_conf, timeout)
     if virtual and not upstreams:
         notes.append("no usable upstream DNS server: DNS to the virtual addresses is dropped")
-    return Derived(plan_mapping(virtual, upstreams), notes)
+    return Derived(plan_mapping(virtual, upstreams), tuple(notes))

@@ -7,7 +7,9 @@ error here: the caller falls back to /etc/resolv.conf.
 from __future__ import annotations
 
 import os
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 RESOLVE1_NAME = "org.freedesktop.resolve1"
 RESOLVE1_PATH = "/org/freedesktop/resolve1"

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import namedtuple
 from ipaddress import IPv4Address, IPv6Address
 
 MAX_SERVERS = 16
 AF_INET, AF_INET6 = 2, 10
 
 
-@dataclass(frozen=True)
-class Upstream:
-    addr: IPv4Address | IPv6Address
-    origin: str  # for --status and logs: "resolv.conf line 3", "systemd-resolved, global"
+class Upstream(namedtuple("Upstream", ("addr", "origin"))):
+    """addr: IPv4Address | IPv6Address; origin: for --status and logs
+    ("/etc/resolv.conf line 3", "systemd-resolved, global")."""
+
+    __slots__ = ()
 
 
 def parse_resolv_conf(text: str, origin: str = "/etc/resolv.conf") -> tuple[list[Upstream], list[str]]:

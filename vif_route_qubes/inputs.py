@@ -8,7 +8,7 @@ and hand the raw values to the parsers. The result is a frozen
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.constants import (
@@ -38,16 +38,14 @@ from qubesnet.validate import (
 from qubesnet.xenstore import XenStore
 
 
-@dataclass(frozen=True)
-class VifEnv:
+class VifEnv(NamedTuple):
     """What libxl (or udev) hands us in the environment."""
 
     vif: VifName
     xenbus_path: str
 
 
-@dataclass(frozen=True)
-class VifInputs:
+class VifInputs(NamedTuple):
     vif: VifName
     xenbus_path: str
     ifname: str  # the name the interface has once online (vifname, or vif)

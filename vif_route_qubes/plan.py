@@ -16,7 +16,8 @@ of the online steps is the security argument of the whole script:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.constants import FAMILIES, VIF_GROUP
@@ -33,25 +34,21 @@ IPAddress = IPv4Address | IPv6Address
 # --- steps ---
 
 
-@dataclass(frozen=True)
-class Rename:
+class Rename(NamedTuple):
     old: str
     new: str
 
 
-@dataclass(frozen=True)
-class SetSysctl:
+class SetSysctl(NamedTuple):
     key: str
     value: str
 
 
-@dataclass(frozen=True)
-class PurgeConntrack:
+class PurgeConntrack(NamedTuple):
     addrs: tuple[IPAddress, ...]
 
 
-@dataclass(frozen=True)
-class AntispoofElements:
+class AntispoofElements(NamedTuple):
     """The vif's set elements, plus any missing base layout and flowtable."""
 
     present: bool
@@ -61,41 +58,35 @@ class AntispoofElements:
     flowtable: tuple[Json, ...] = ()
 
 
-@dataclass(frozen=True)
-class LinkState:
+class LinkState(NamedTuple):
     up: bool
     group: int
 
 
-@dataclass(frozen=True)
-class HostRoute:
+class HostRoute(NamedTuple):
     present: bool
     dst: IPAddress
     metric: int
 
 
-@dataclass(frozen=True)
-class Neighbour:
+class Neighbour(NamedTuple):
     present: bool
     addr: IPAddress
     mac: str | None
 
 
-@dataclass(frozen=True)
-class GatewayAddress:
+class GatewayAddress(NamedTuple):
     present: bool
     addr: IPAddress
     prefixlen: int
 
 
-@dataclass(frozen=True)
-class RunHooks:
+class RunHooks(NamedTuple):
     command: str
     addr: IPAddress | None
 
 
-@dataclass(frozen=True)
-class ReportConnected:
+class ReportConnected(NamedTuple):
     """hotplug-status=connected: last, so that a failure to report undoes all."""
 
 
@@ -113,22 +104,21 @@ Step = (
 )
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     """Read-only observations of the kernel, gathered before planning."""
 
     link_name: str | None  # the name the interface has now, None if absent
     link_index: int | None  # its index: netlink works on this, never on names
     ipv6_kernel: bool  # IPv6 exists in this kernel (/proc/sys/net/ipv6)
     ipv6_on_vif: bool  # IPv6 enabled on the interface (disable_ipv6 = 0)
-    chains: Mapping[str, frozenset[str]] = field(default_factory=dict)  # family -> chains of table qubes
+    chains: Mapping[str, frozenset[str]] = MappingProxyType({})  # family -> chains of table qubes
     qubes_tables: frozenset[str] = frozenset()  # families having table qubes
     mapped: bool = False  # the interface is the veth of a mapped vif (IPv6 off)
+    link_addresses: tuple[tuple[IPAddress, int], ...] = ()  # on the interface (offline's view)
     flow_table_exists: bool = False
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     command: str
     ifname: str  # the interface's name once the plan has run
     link_index: int | None  # the interface (None: already gone, offline only)
@@ -237,10 +227,10 @@ def plan_offline(inp: VifInputs, facts: Facts) -> Plan:
     steps.append(AntispoofElements(False, tuple(filtered), flowtable=flowtable))
     if link:
         steps += [Neighbour(False, addr, None) for addr in filtered]
-        if inp.gateway is not None:
-            steps.append(GatewayAddress(False, inp.gateway, 32))
-        if inp.gateway6 is not None and not inp.gateway6.is_link_local:
-            steps.append(GatewayAddress(False, inp.gateway6, 128))
+        # The gateway addresses online put there: what is on the interface
+        # now, not what QubesDB says today (it may have changed meanwhile).
+        steps += [GatewayAddress(False, addr, prefixlen) for addr, prefixlen in facts.link_addresses
+                  if prefixlen == addr.max_prefixlen and not addr.is_link_local]
     if filtered:
         steps.append(PurgeConntrack(tuple(filtered)))
     steps += [RunHooks("offline", addr) for addr in addrs] or [RunHooks("offline", None)]
