@@ -52,6 +52,19 @@ unit: venv
 demo: venv
 	$(VENV)/bin/qubes-netsim demo
 
+# Figures, not tests: our entry points from a regular (non-editable)
+# install, against bench/reference.sh, in the simulated netvm.
+BENCH_VENV ?= .bench-venv
+BENCH_RUNS ?= 15
+bench: venv
+	rm -rf $(BENCH_VENV)
+	$(PYTHON) -m venv --system-site-packages $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check .
+	mkdir -p $(BENCH_VENV)/refbin
+	cc -O2 -o $(BENCH_VENV)/refbin/qubesdb-read bench/qubesdb-read.c
+	$(VPY) bench/run.py --runs $(BENCH_RUNS) --ours-python $(abspath $(BENCH_VENV))/bin/python \
+		--reference-bin $(abspath $(BENCH_VENV))/refbin
+
 # The runtime packages (not the simulator, not the tests) and the entry
 # points at the paths Qubes uses. Dependencies: python3-nftables and
 # python3-jeepney from the distribution, pyroute2 0.9.7 (make install-deps).
@@ -62,8 +75,14 @@ install:
 	done
 	install -d -m 0755 $(DESTDIR)$(PYTHONDIR)/qubesnet/netlink
 	install -m 0644 qubesnet/netlink/*.py $(DESTDIR)$(PYTHONDIR)/qubesnet/netlink/
-	install -D -m 0755 bin/vif-route-qubes $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
-	install -D -m 0755 bin/qubes-setup-dnat-to-ns $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
+	# Byte code now: the first VM start should not pay for compiling.
+	for pkg in $(RUNTIME_PACKAGES); do \
+		$(PYTHON) -m compileall -q -d $(PYTHONDIR)/$$pkg $(DESTDIR)$(PYTHONDIR)/$$pkg || exit 1; \
+	done
+	install -d -m 0755 $(DESTDIR)$(XEN_SCRIPTS_DIR) $(DESTDIR)$(QUBES_LIBDIR)
+	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/vif-route-qubes > $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
+	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
+	chmod 0755 $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
 	install -D -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
 	install -D -m 0644 udev/90-qubes-vif-route.rules $(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules
 	install -D -m 0644 systemd/qubes-setup-dnat-to-ns-watch.service \

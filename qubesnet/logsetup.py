@@ -43,3 +43,4 @@ def setup_logging(ident: str, verbose: bool, hotplug_log: bool = False) -> None:
         else:
             logfile.setFormatter(logging.Formatter(f"%(asctime)s {ident}: %(message)s"))
             root.addHandler(logfile)
+

@@ -17,7 +17,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-NETNS_DIR = "/run/netns"
+from .constants import NETNS_DIR
+
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 1 << 20
 MNT_DETACH = 2

@@ -7,7 +7,7 @@ PACKAGES="make python3 python3-venv
 nftables libnftables1 python3-nftables
 iproute2 iputils-ping conntrack util-linux procps
 xenstore-utils dnsmasq-base dnsutils dbus-daemon
-time hyperfine"
+time hyperfine gcc libc6-dev python3-dbus"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2

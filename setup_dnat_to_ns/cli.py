@@ -12,6 +12,7 @@ import os
 import sys
 from enum import IntEnum
 
+from qubesnet.cliutil import help_formatter
 from qubesnet.errors import QubesNetError
 from qubesnet.logsetup import setup_logging
 
@@ -48,7 +49,7 @@ class ExitCode(IntEnum):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="qubes-setup-dnat-to-ns", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter,
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-n", "--dry-run", action="store_true", help="print the chain that would be installed; change nothing")
@@ -83,5 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.ERROR
 
 
+def run() -> None:
+    """The installed entry point: main(), then exit without teardown."""
+    from qubesnet.leave import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,6 +9,7 @@ import os
 
 from qubesnet import nftjson as j
 from qubesnet.constants import CHAIN_DNAT_DNS, QUBES_TABLE
+from qubesnet.leave import keep_until_exit
 from qubesnet.nft import Nft
 from qubesnet.qubesdb import QubesDB
 from qubesnet.qubesdb import default_address as qubesdb_address
@@ -45,7 +46,9 @@ def run_once(args: argparse.Namespace, nft: Nft | None = None) -> int:
     derived = _derive(args)
     rules = build_rules(derived.mapping)
     commands = build_replace(rules)
-    nft = nft or Nft(dry_run=args.dry_run)
+    if nft is None:
+        nft = Nft(dry_run=args.dry_run)
+        keep_until_exit(nft)  # its socket closes at exit (see qubesnet.leave)
     current = is_current(nft.query(LISTING, terse=True), rules)
     if args.dry_run:
         print(render(derived.mapping))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 
 log = logging.getLogger(__name__)
 
 
 def request(action: str, unit: str) -> None:
     """``systemctl --no-block ACTION UNIT``; a failure is logged, not raised."""
+    import shutil
+    import subprocess  # only after a change: not on the path that changes nothing
+
     systemctl = shutil.which("systemctl")
     if systemctl is None:
         log.warning("cannot %s %s: systemctl not found", action, unit)

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from qubesnet.errors import QubesNetError
+from qubesnet.nft import Nft
 
 from . import resolved, systemd
 from .run import APPLIED, run_once
@@ -136,9 +137,9 @@ class ResolvedSignals:
             self.conn = None
 
 
-def _apply(args: argparse.Namespace) -> None:
+def _apply(args: argparse.Namespace, nft: Nft) -> None:
     try:
-        if run_once(args) == APPLIED:
+        if run_once(args, nft) == APPLIED:
             systemd.request("try-restart", "qubes-updates-proxy.service")
     except QubesNetError as exc:
         log.error("%s", exc)
@@ -150,7 +151,8 @@ def watch(args: argparse.Namespace) -> int:
     selector = selectors.DefaultSelector()
     selector.register(inotify.fd, selectors.EVENT_READ, "inotify")
     log.info("watching %s and systemd-resolved", args.resolv_conf)
-    _apply(args)
+    nft = Nft()  # one libnftables context for the life of the watch
+    _apply(args, nft)
     pending_since: float | None = None
     last_event = 0.0
     try:
@@ -178,7 +180,7 @@ def watch(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if pending_since is not None and (now >= last_event + QUIET or now >= pending_since + MAX_DELAY):
                 pending_since = None
-                _apply(args)
+                _apply(args, nft)
     except KeyboardInterrupt:
         return 0
     finally:

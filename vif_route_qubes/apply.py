@@ -15,21 +15,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from qubesnet import nftjson as j
-from qubesnet.constants import FLOW_TABLE, QUBES_TABLE, VIF_GROUP
+from qubesnet.constants import FAMILIES, FLOW_TABLE, QUBES_TABLE, VIF_GROUP
 from qubesnet.errors import ApplyError, QubesNetError
-from qubesnet.netlink.ctnl import Conntrack
+from qubesnet.layout import required_chains
+from qubesnet.netlink.ctnl import Conntrack, PurgeInBackground
 from qubesnet.netlink.nlsock import NetlinkError
 from qubesnet.netlink.rtnl import Link, Rtnl
 from qubesnet.nft import Nft
 from qubesnet.sysctl import Sysctl
 
-from .apply_mapped import MappedSteps
 from .hooks import Hooks
 from .inputs import VifInputs
-from .mapped import MappedStep
 from .nftplan import IPAddress, allowed_element, build_add_elements, build_remove_elements, downstream_element, family_of
 from .plan import (
     AntispoofElements,
@@ -49,11 +48,13 @@ from .plan import (
 )
 from .status import HotplugStatus
 
+if TYPE_CHECKING:
+    from .mapped import MappedStep
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Gateways:
+class Gateways(NamedTuple):
     """Every side effect goes through one of these (each has a dry_run flag)."""
 
     rtnl: Rtnl
@@ -80,7 +81,7 @@ def _find_link(gw: Gateways, inp: VifInputs) -> Link | None:
     return link
 
 
-def query_facts(gw: Gateways, inp: VifInputs, *, mapped: bool = False) -> Facts:
+def query_facts(gw: Gateways, inp: VifInputs, *, mapped: bool = False, addresses: bool = False) -> Facts:
     """Read-only look at the kernel: the interface, IPv6, the nftables layout.
 
     Every query here costs the same whatever the number of VMs: no set
@@ -89,16 +90,20 @@ def query_facts(gw: Gateways, inp: VifInputs, *, mapped: bool = False) -> Facts:
     """
     link = gw.rtnl.get_link(inp.ifname) if mapped else _find_link(gw, inp)
     ipv6_on_vif = not mapped and link is not None and gw.sysctl.read(ipv6_conf(link.name, "disable_ipv6")) == "0"
-    tables = {
-        item["table"]["family"]
-        for item in gw.nft.query({"list": {"tables": {}}}) or []
-        if item.get("table", {}).get("name") == QUBES_TABLE
-    }
     chains: dict[str, set[str]] = {}
     for item in gw.nft.query({"list": {"chains": {}}}) or []:
         chain = item.get("chain", {})
         if chain.get("table") == QUBES_TABLE:
             chains.setdefault(chain.get("family"), set()).add(chain.get("name"))
+    tables = set(chains)
+    if any(not required_chains(family) <= chains.get(family, set()) for family in FAMILIES):
+        # Only when some layout is missing does it matter (for the undo)
+        # whether a table exists without chains.
+        tables = {
+            item["table"]["family"]
+            for item in gw.nft.query({"list": {"tables": {}}}) or []
+            if item.get("table", {}).get("name") == QUBES_TABLE
+        }
     flow_table_exists = False
     if inp.flowtable or link is not None:
         flow_table = {"list": {"table": {"family": "inet", "name": FLOW_TABLE}}}
@@ -112,10 +117,11 @@ def query_facts(gw: Gateways, inp: VifInputs, *, mapped: bool = False) -> Facts:
         qubes_tables=frozenset(tables),
         flow_table_exists=flow_table_exists,
         mapped=mapped,
+        link_addresses=tuple(gw.rtnl.list_addresses(link.index)) if addresses and link is not None else (),
     )
 
 
-class Applier(MappedSteps):
+class Applier:
     """Runs steps, keeping the compensation log of what they changed."""
 
     def __init__(self, gw: Gateways, inp: VifInputs, report: Callable[[str], None]) -> None:
@@ -125,6 +131,7 @@ class Applier(MappedSteps):
         self.dry_run = gw.rtnl.dry_run
         self.plan: Plan | None = None
         self.undo: list[tuple[str, Callable[[], object]]] = []
+        self.early_purge: PurgeInBackground | None = None  # started before planning
 
     # --- running ---
 
@@ -134,7 +141,13 @@ class Applier(MappedSteps):
             self._apply(step)
 
     def _apply(self, step: Step | MappedStep) -> None:
-        getattr(self, "_" + type(step).__name__)(step)
+        handler = getattr(self, "_" + type(step).__name__, None)
+        if handler is not None:
+            handler(step)
+            return
+        from .apply_mapped import HANDLERS  # a namespace step: rare, loaded on demand
+
+        HANDLERS[type(step)](self, step)
 
     def apply_online(self, plan: Plan) -> None:
         self.plan = plan
@@ -237,8 +250,12 @@ class Applier(MappedSteps):
 
     def _PurgeConntrack(self, step: PurgeConntrack) -> None:
         self.report("".join(f"conntrack -D -s {a}; conntrack -D -d {a}; " for a in step.addrs).strip())
+        background, self.early_purge = self.early_purge, None
         try:
-            count = self.gw.conntrack.purge(step.addrs)
+            if background is not None and background.addrs == step.addrs:
+                count = background.result()
+            else:
+                count = self.gw.conntrack.purge(step.addrs)
         except NetlinkError as exc:
             raise ApplyError(f"cannot purge stale conntrack entries: {exc.strerror}") from exc
         if count:
@@ -315,3 +332,4 @@ class Applier(MappedSteps):
     def _ReportConnected(self, step: ReportConnected) -> None:
         self.report(f"xenstore-write {self.gw.status.base}/hotplug-status connected")
         self.gw.status.connected()
+

@@ -1,5 +1,8 @@
 """Applying the namespace steps of a mapped vif (see mapped.py).
 
+Imported only when a vif is mapped or a namespace of one exists, so that the
+ordinary hotplug pays nothing for it.
+
 Work inside the namespace is done with sockets opened while the thread is
 inside it (netlink and libnftables sockets stay bound to the namespace they
 were created in); the namespace is left before anything else happens.
@@ -60,66 +63,79 @@ def query_ns_facts(gw: Gateways, inp: VifInputs) -> NsFacts:
         rt.close()
 
 
-class MappedSteps:
-    """Step handlers mixed into the Applier."""
+# --- step handlers, called by the Applier with itself as first argument ---
 
-    def _CreateNamespace(self: Applier, step: CreateNamespace) -> None:
-        self.report(f"ip netns add {step.ns}")
-        if self.dry_run:
-            return
-        try:
-            netns.create(step.ns)
-        except OSError as exc:
-            raise ApplyError(f"cannot create namespace {step.ns}: {exc.strerror}") from exc
-        self.undo.append((f"namespace {step.ns}", lambda: netns.delete(step.ns)))
 
-    def _MoveIntoNamespace(self: Applier, step: MoveIntoNamespace) -> None:
-        rename = f" name {step.ifname}" if step.ifname != step.old_name else ""
-        self.report(f"ip link set {step.old_name} netns {step.ns}{rename}")
-        if self.dry_run:
-            return
-        fd = netns.open_fd(step.ns)
-        try:
-            new_name = step.ifname if step.ifname != step.old_name else None
-            self._netlink("move into the namespace", lambda: self.gw.rtnl.set_link(step.index, netns_fd=fd, name=new_name))
-        finally:
-            os.close(fd)
-        self.undo.append((f"{step.ifname} back from {step.ns}", lambda: _move_back(step.ns, step.ifname, step.old_name)))
+def _CreateNamespace(self: Applier, step: CreateNamespace) -> None:
+    self.report(f"ip netns add {step.ns}")
+    if self.dry_run:
+        return
+    try:
+        netns.create(step.ns)
+    except OSError as exc:
+        raise ApplyError(f"cannot create namespace {step.ns}: {exc.strerror}") from exc
+    self.undo.append((f"namespace {step.ns}", lambda: netns.delete(step.ns)))
 
-    def _CreateVethPair(self: Applier, step: CreateVethPair) -> None:
-        self.report(f"ip link add {step.ifname} address {VIF_MAC} type veth peer name {step.peer} "
-                    f"address {step.peer_mac} netns {step.ns}")
-        if self.dry_run:
-            return
-        fd = netns.open_fd(step.ns)
-        try:
-            self._netlink("veth creation",
-                          lambda: self.gw.rtnl.create_veth(step.ifname, VIF_MAC, step.peer, step.peer_mac, fd))
-        finally:
-            os.close(fd)
-        self.undo.append((f"veth {step.ifname}", lambda: _delete_named(self.gw.rtnl, step.ifname)))
 
-    def _ConfigureNamespace(self: Applier, step: ConfigureNamespace) -> None:
-        m = step.mapping
-        self.report(f"ip netns exec {step.ns}: IPv6 off; {m.visible_gateway}/32 on {step.ifname} (arp_ignore 1), "
-                    f"{m.real}/32 on {step.peer}; neighbours {m.visible} -> {step.client_mac}, {m.gateway} -> {VIF_MAC}; "
-                    f"links up; netdev table {NAT_TABLE} ({len(step.rules)} commands)")
-        if self.dry_run:
-            return
-        try:
-            _configure(step)
-        except (OSError, NetlinkError) as exc:
-            raise ApplyError(f"cannot configure namespace {step.ns}: {exc.strerror or exc}") from exc
+def _MoveIntoNamespace(self: Applier, step: MoveIntoNamespace) -> None:
+    rename = f" name {step.ifname}" if step.ifname != step.old_name else ""
+    self.report(f"ip link set {step.old_name} netns {step.ns}{rename}")
+    if self.dry_run:
+        return
+    fd = netns.open_fd(step.ns)
+    try:
+        new_name = step.ifname if step.ifname != step.old_name else None
+        self._netlink("move into the namespace", lambda: self.gw.rtnl.set_link(step.index, netns_fd=fd, name=new_name))
+    finally:
+        os.close(fd)
+    self.undo.append((f"{step.ifname} back from {step.ns}", lambda: _move_back(step.ns, step.ifname, step.old_name)))
 
-    def _RemoveNamespace(self: Applier, step: RemoveNamespace) -> None:
-        self.report(f"ip -n {step.ns} link del {step.peer}; ip -n {step.ns} link set {step.ifname} netns <netvm> "
-                    f"name {step.restore_name}; ip netns del {step.ns}")
-        if self.dry_run:
-            return
-        try:
-            remove_namespace(step.ns, step.ifname, step.peer, step.restore_name)
-        except (OSError, NetlinkError) as exc:
-            raise ApplyError(f"cannot remove namespace {step.ns}: {exc.strerror or exc}") from exc
+
+def _CreateVethPair(self: Applier, step: CreateVethPair) -> None:
+    self.report(f"ip link add {step.ifname} address {VIF_MAC} type veth peer name {step.peer} "
+                f"address {step.peer_mac} netns {step.ns}")
+    if self.dry_run:
+        return
+    fd = netns.open_fd(step.ns)
+    try:
+        self._netlink("veth creation",
+                      lambda: self.gw.rtnl.create_veth(step.ifname, VIF_MAC, step.peer, step.peer_mac, fd))
+    finally:
+        os.close(fd)
+    self.undo.append((f"veth {step.ifname}", lambda: _delete_named(self.gw.rtnl, step.ifname)))
+
+
+def _ConfigureNamespace(self: Applier, step: ConfigureNamespace) -> None:
+    m = step.mapping
+    self.report(f"ip netns exec {step.ns}: IPv6 off; {m.visible_gateway}/32 on {step.ifname} (arp_ignore 1), "
+                f"{m.real}/32 on {step.peer}; neighbours {m.visible} -> {step.client_mac}, {m.gateway} -> {VIF_MAC}; "
+                f"links up; netdev table {NAT_TABLE} ({len(step.rules)} commands)")
+    if self.dry_run:
+        return
+    try:
+        _configure(step)
+    except (OSError, NetlinkError) as exc:
+        raise ApplyError(f"cannot configure namespace {step.ns}: {exc.strerror or exc}") from exc
+
+
+def _RemoveNamespace(self: Applier, step: RemoveNamespace) -> None:
+    self.report(f"ip -n {step.ns} link del {step.peer}; ip -n {step.ns} link set {step.ifname} netns <netvm> "
+                f"name {step.restore_name}; ip netns del {step.ns}")
+    if self.dry_run:
+        return
+    try:
+        remove_namespace(step.ns, step.ifname, step.peer, step.restore_name)
+    except (OSError, NetlinkError) as exc:
+        raise ApplyError(f"cannot remove namespace {step.ns}: {exc.strerror or exc}") from exc
+
+
+HANDLERS = {
+    CreateNamespace: _CreateNamespace,
+    MoveIntoNamespace: _MoveIntoNamespace,
+    CreateVethPair: _CreateVethPair,
+    ConfigureNamespace: _ConfigureNamespace,
+    RemoveNamespace: _RemoveNamespace,
+}
 
 
 def _configure(step: ConfigureNamespace) -> None:

@@ -17,14 +17,17 @@ from enum import IntEnum
 from qubesnet.constants import HOOK_TIMEOUT, NETWORK_HOOKS_DIR
 from typing import TYPE_CHECKING
 
+from qubesnet.cliutil import help_formatter
 from qubesnet.errors import ConfigError, QubesNetError
 from qubesnet.logsetup import setup_logging
 
 from .status import HotplugStatus
 
 if TYPE_CHECKING:
+    from qubesnet.netlink.ctnl import Conntrack
     from qubesnet.xenstore import XenStore
 
+    from .apply import Gateways
     from .inputs import VifEnv
 
 log = logging.getLogger("vif-route-qubes")
@@ -62,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="vif-route-qubes",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter,
     )
     parser.add_argument("command", metavar="COMMAND", help="online, offline, add or remove")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (debug level)")
@@ -144,16 +147,11 @@ def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: st
 
 
 def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugStatus) -> str:
-    from qubesnet.netlink.ctnl import Conntrack
-    from qubesnet.netlink.rtnl import Rtnl
-    from qubesnet.nft import Nft
+    from qubesnet.leave import keep_until_exit
     from qubesnet.qubesdb import QubesDB
     from qubesnet.qubesdb import default_address as qubesdb_address
-    from qubesnet.sysctl import Sysctl
 
-    from .apply import Gateways
     from .event import Options, run_event
-    from .hooks import Hooks
 
     dry = args.dry_run
 
@@ -166,23 +164,40 @@ def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugSta
     def open_qubesdb() -> QubesDB:
         return QubesDB.open(qubesdb_address(os.environ), args.timeout)
 
-    gw = Gateways(
-        rtnl=Rtnl(dry_run=dry),
-        nft=Nft(dry_run=dry),
-        sysctl=Sysctl(dry_run=dry),
-        conntrack=Conntrack(dry_run=dry),
-        hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT, dry_run=dry),
-        status=status,
-    )
-    try:
-        plan = run_event(args.command, env, xs, open_qubesdb, gw, Options(dry_run=dry, timeout=args.timeout, mapped_wait=args.mapped_wait), report)
-    finally:
-        gw.close()
+    def make_gateways(conntrack: Conntrack) -> Gateways:
+        # Imported here, after the event has started its conntrack purge.
+        from qubesnet.netlink.rtnl import Rtnl
+        from qubesnet.nft import Nft
+        from qubesnet.sysctl import Sysctl
+
+        from .apply import Gateways
+        from .hooks import Hooks
+
+        gw = Gateways(
+            rtnl=Rtnl(dry_run=dry),
+            nft=Nft(dry_run=dry),
+            sysctl=Sysctl(dry_run=dry),
+            conntrack=conntrack,
+            hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT, dry_run=dry),
+            status=status,
+        )
+        keep_until_exit(gw)  # sockets stay open until the process ends (see qubesnet.leave)
+        return gw
+
+    opts = Options(dry_run=dry, timeout=args.timeout, mapped_wait=args.mapped_wait)
+    plan = run_event(args.command, env, xs, open_qubesdb, make_gateways, opts, report)
     addresses = ", ".join(map(str, plan.addresses)) or "no addresses"
     if dry:
         return f"planned ({addresses})"
     return f"{'connected' if args.command == 'online' else 'removed'} ({addresses})"
 
 
+def run() -> None:
+    """The installed entry point: main(), then exit without teardown."""
+    from qubesnet.leave import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

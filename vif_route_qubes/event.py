@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import os
 from collections.abc import Callable
-from ipaddress import ip_address
+from ipaddress import IPv4Network, ip_address
+from typing import TYPE_CHECKING, NamedTuple
 
-from qubesnet.constants import LOCK_FILE, QUBES_TABLE, SET_ALLOWED
-from qubesnet.errors import ApplyError, ConfigError, StoreError
+from qubesnet.constants import HIDDEN_NETWORK, LOCK_FILE, NETNS_DIR, QDB_MAPPED_PREFIX, QUBES_TABLE, SET_ALLOWED
+from qubesnet.errors import ApplyError
 from qubesnet.locks import KeyLocks
 from qubesnet.nft import Nft
 from qubesnet.qubesdb import QubesDB
 from qubesnet.validate import AddressList, parse_address_list
 from qubesnet.xenstore import XenStore
 
-from .apply import Applier, Gateways, query_facts
-from .apply_mapped import query_ns_facts
-from .inputs import VifEnv, VifInputs, read_gateways, read_inputs
-from .mapped import Mapping, RemoveNamespace, namespace_name, peer_name, plan_mapped, read_mapping
-from .plan import Plan, plan_offline, plan_online
+from .inputs import VifEnv, VifInputs, read_inputs
+
+if TYPE_CHECKING:
+    from qubesnet.netlink.ctnl import Conntrack
+
+    from .apply import Applier, Gateways
+    from .mapped import Mapping
+    from .plan import Plan
+
+# Mapped addresses are rare: their modules load only when a vif has a
+# mapping, might get one (HIDDEN_RANGE), or left a namespace behind.
+HIDDEN_RANGE = IPv4Network(HIDDEN_NETWORK)
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 30.0
 
 
-@dataclasses.dataclass
-class Options:
+class Options(NamedTuple):
     dry_run: bool
     timeout: float
     mapped_wait: float = 5.0
@@ -59,7 +66,7 @@ def run_event(
     env: VifEnv,
     xs: XenStore,
     open_qubesdb: Callable[[], QubesDB],
-    gw: Gateways,
+    make_gateways: Callable[[Conntrack], Gateways],
     opts: Options,
     report: Callable[[str], None],
 ) -> Plan:
@@ -67,31 +74,68 @@ def run_event(
         with open_qubesdb() as qdb:
             inp = read_inputs(env, xs, qdb, online=True)
             mapping = None
-            if inp.addresses.ipv4 is not None:
-                mapping = read_mapping(qdb, inp.addresses.ipv4, inp.gateway, opts.mapped_wait)
+            real = inp.addresses.ipv4
+            if real is not None and (real in HIDDEN_RANGE or qdb.read(f"{QDB_MAPPED_PREFIX}{real}/visible-ip") is not None):
+                from .mapped import read_mapping
+
+                mapping = read_mapping(qdb, real, inp.gateway, opts.mapped_wait)
     else:
         inp = read_inputs(env, xs, None, online=False)
 
+    # The inputs are valid: the conntrack purge starts now, in the
+    # background, so that the kernel's walk of its connection table overlaps
+    # the imports and preparations below (the purge step waits for it). It
+    # is idempotent and every online purges, so starting before the locks
+    # (or, for offline, before the link goes down) loses nothing.
+    from qubesnet.netlink.ctnl import Conntrack, PurgeInBackground
+
+    conntrack = Conntrack(dry_run=opts.dry_run)
+    early_purge = None
+    if not opts.dry_run:
+        ipv6 = os.path.exists("/proc/sys/net/ipv6")
+        addrs = tuple(a for a in inp.addresses.used if a.version == 4 or ipv6)
+        if addrs:
+            early_purge = PurgeInBackground(conntrack, addrs)
+
+    from .apply import Applier
+
+    gw = make_gateways(conntrack)
     locks = KeyLocks(opts.lock_file)
     locks.acquire(lock_keys(inp), LOCK_TIMEOUT)
     try:
         applier = Applier(gw, inp, report)
+        applier.early_purge = early_purge
         if command == "online":
             return _online(applier, gw, inp, mapping)
-        return _offline(applier, gw, inp, open_qubesdb)
+        return _offline(applier, gw, inp)
     finally:
         locks.release()
 
 
+def _namespace_exists(inp: VifInputs) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, f"{inp.ifname}-nat"))
+
+
+def _converge_namespace(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | None) -> None:
+    """The namespace of a mapped vif, or its removal when the mapping went away."""
+    from .apply_mapped import query_ns_facts
+    from .mapped import RemoveNamespace, plan_mapped
+
+    steps = plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp))
+    applier.apply_steps(steps)
+    if mapping is not None and steps and isinstance(steps[0], RemoveNamespace):
+        # A namespace for another mapping was taken down: build anew.
+        applier.apply_steps(plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp)))
+
+
 def _online(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | None) -> Plan:
+    from .apply import query_facts
+    from .plan import plan_online
+
     try:
-        # The namespace of a mapped vif first (or its removal when the
-        # mapping went away); then the netvm end, like any vif.
-        steps = plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp))
-        applier.apply_steps(steps)
-        if mapping is not None and steps and isinstance(steps[0], RemoveNamespace):
-            # A namespace for another mapping was taken down: build anew.
-            applier.apply_steps(plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp)))
+        # The namespace of a mapped vif first; then the netvm end, like any vif.
+        if mapping is not None or _namespace_exists(inp):
+            _converge_namespace(applier, gw, inp, mapping)
         if mapping is not None:
             log.info("%s is mapped: the client sees %s behind %s", mapping.real, mapping.visible, mapping.visible_gateway)
         plan = plan_online(inp, query_facts(gw, inp, mapped=mapping is not None))
@@ -104,13 +148,19 @@ def _online(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | N
     return plan
 
 
-def _offline(applier: Applier, gw: Gateways, inp: VifInputs, open_qubesdb: Callable[[], QubesDB]) -> Plan:
+def _offline(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
+    from .apply import query_facts
+    from .plan import plan_offline
+
     errors: list[str] = []
-    if query_ns_facts(gw, inp).ns_exists:
+    if _namespace_exists(inp):
+        from .mapped import RemoveNamespace, namespace_name, peer_name
+
         ns = namespace_name(inp.ifname)
         errors += applier.apply_best_effort([RemoveNamespace(ns, inp.ifname, peer_name(inp.ifname), inp.vif.name)])
-    facts = query_facts(gw, inp)
-    inp = _complete_offline_inputs(inp, facts.link_name, gw.nft, open_qubesdb)
+    facts = query_facts(gw, inp, addresses=True)
+    if inp.ip_missing:
+        inp = inp._replace(addresses=query_allowed_addresses(gw.nft, inp.ifname))
     plan = plan_offline(inp, facts)
     applier.inp = inp
     errors += applier.apply_offline(plan)
@@ -118,22 +168,3 @@ def _offline(applier: Applier, gw: Gateways, inp: VifInputs, open_qubesdb: Calla
         more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
         raise ApplyError(errors[0] + more)
     return plan
-
-
-def _complete_offline_inputs(
-    inp: VifInputs, link_name: str | None, nft: Nft, open_qubesdb: Callable[[], QubesDB]
-) -> VifInputs:
-    """What offline needs beyond XenStore, found best-effort."""
-    if inp.ip_missing:
-        inp = dataclasses.replace(inp, addresses=query_allowed_addresses(nft, inp.ifname))
-    if link_name is not None:
-        # The interface survived (a manual rerun): its gateway addresses must
-        # go too, and only QubesDB knows them.
-        try:
-            with open_qubesdb() as qdb:
-                gateway, gateway6 = read_gateways(qdb)
-        except (StoreError, ConfigError) as exc:
-            log.warning("gateway addresses left on %s: %s", link_name, exc)
-        else:
-            inp = dataclasses.replace(inp, gateway=gateway, gateway6=gateway6)
-    return inp

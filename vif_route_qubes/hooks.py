@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import stat
-import subprocess
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,7 @@ class Hooks:
                 continue
             try:
                 returncode, stderr = self._run_one(argv)
-            except OSError as exc:
+            except OSError as exc:  # not executable after all, bad interpreter...
                 log.warning("network hook %s could not run: %s", hook, exc.strerror)
                 continue
             if returncode is None:
@@ -65,6 +63,9 @@ class Hooks:
         On time-out the whole group is killed: a hook that left children
         behind holding its stderr open cannot hang the hotplug.
         """
+        import signal
+        import subprocess  # only when there are hooks to run
+
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

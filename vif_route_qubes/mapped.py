@@ -24,7 +24,7 @@ would, which is why those are dropped.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -37,20 +37,20 @@ from qubesnet.constants import (
     QDB_SECONDARY_DNS,
     SERVICE_HIDE_NETVM,
 )
+from qubesnet.constants import HIDDEN_NETWORK
 from qubesnet.errors import ConfigError
 from qubesnet.qubesdb import QubesDB
 from qubesnet.validate import decode_text, parse_ipv4, parse_service_flag
 
 # Qubes gives disposable VMs with hidden addresses their real address in
 # this range: for these, a missing mapping is worth waiting for.
-HIDDEN_RANGE = IPv4Network("10.138.0.0/16")
+HIDDEN_RANGE = IPv4Network(HIDDEN_NETWORK)
 NAT_TABLE = "qubes-nat"
 VIF_MAC = "fe:ff:ff:ff:ff:ff"  # the netvm side of every vif, as Xen's netback has it
 ICMP_ERRORS_REVEALING = ["destination-unreachable", "source-quench", "redirect", "time-exceeded", "parameter-problem"]
 
 
-@dataclass(frozen=True)
-class Mapping:
+class Mapping(NamedTuple):
     real: IPv4Address
     visible: IPv4Address
     visible_gateway: IPv4Address
@@ -169,13 +169,11 @@ def build_nat_table(m: Mapping, ifname: str, peer: str) -> list[j.Json]:
 # --- steps ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CreateNamespace:
+class CreateNamespace(NamedTuple):
     ns: str
 
 
-@dataclass(frozen=True)
-class MoveIntoNamespace:
+class MoveIntoNamespace(NamedTuple):
     """The real vif into the namespace, renamed to ``ifname`` on the way."""
 
     ns: str
@@ -184,16 +182,14 @@ class MoveIntoNamespace:
     ifname: str
 
 
-@dataclass(frozen=True)
-class CreateVethPair:
+class CreateVethPair(NamedTuple):
     ns: str
     ifname: str  # the netvm end: takes the vif's place
     peer: str
     peer_mac: str  # the client's MAC: the netvm's neighbour entry points at it
 
 
-@dataclass(frozen=True)
-class ConfigureNamespace:
+class ConfigureNamespace(NamedTuple):
     ns: str
     ifname: str
     peer: str
@@ -202,8 +198,7 @@ class ConfigureNamespace:
     rules: tuple[j.Json, ...]
 
 
-@dataclass(frozen=True)
-class RemoveNamespace:
+class RemoveNamespace(NamedTuple):
     """Tear down: veth gone, the real vif back in the netvm as ``restore_name``."""
 
     ns: str
@@ -215,8 +210,7 @@ class RemoveNamespace:
 MappedStep = CreateNamespace | MoveIntoNamespace | CreateVethPair | ConfigureNamespace | RemoveNamespace
 
 
-@dataclass(frozen=True)
-class NsFacts:
+class NsFacts(NamedTuple):
     ns_exists: bool
     real_in_ns: bool  # a device named ifname inside the namespace
     peer_in_ns: bool

@@ -103,7 +103,9 @@ def test_make_install_and_uninstall(tmp_path: object) -> None:
         assert not os.stat(full).st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
     assert not os.path.exists(os.path.join(dest, "usr/lib/python3/dist-packages/qubes_netsim")), "no simulator"
     with open(os.path.join(dest, "etc/xen/scripts/vif-route-qubes")) as handle:
-        assert handle.readline().strip() == "#!/usr/bin/python3 -I"
+        script = handle.read()
+    assert script.startswith("#!/usr/bin/python3 -IS\n")
+    assert 'sys.path.append("/usr/lib/python3/dist-packages")' in script
 
     # The installed entry points run with the system interpreter.
     site = os.path.join(dest, "usr/lib/python3/dist-packages")
