@@ -90,11 +90,16 @@ def query_facts(gw: Gateways, inp: VifInputs, *, mapped: bool = False, addresses
     """
     link = gw.rtnl.get_link(inp.ifname) if mapped else _find_link(gw, inp)
     ipv6_on_vif = not mapped and link is not None and gw.sysctl.read(ipv6_conf(link.name, "disable_ipv6")) == "0"
+    # One listing of the chains (no rules, no set elements) tells what exists
+    # of the qubes layout and whether the acceleration table is there.
     chains: dict[str, set[str]] = {}
+    flow_table_exists = False
     for item in gw.nft.query({"list": {"chains": {}}}) or []:
         chain = item.get("chain", {})
         if chain.get("table") == QUBES_TABLE:
             chains.setdefault(chain.get("family"), set()).add(chain.get("name"))
+        elif chain.get("table") == FLOW_TABLE and chain.get("family") == "inet":
+            flow_table_exists = True
     tables = set(chains)
     if any(not required_chains(family) <= chains.get(family, set()) for family in FAMILIES):
         # Only when some layout is missing does it matter (for the undo)
@@ -104,10 +109,6 @@ def query_facts(gw: Gateways, inp: VifInputs, *, mapped: bool = False, addresses
             for item in gw.nft.query({"list": {"tables": {}}}) or []
             if item.get("table", {}).get("name") == QUBES_TABLE
         }
-    flow_table_exists = False
-    if inp.flowtable or link is not None:
-        flow_table = {"list": {"table": {"family": "inet", "name": FLOW_TABLE}}}
-        flow_table_exists = gw.nft.query(flow_table) is not None
     return Facts(
         link_name=link.name if link else None,
         link_index=link.index if link else None,
