@@ -23,15 +23,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from typing import NamedTuple
 
-from qubes_netsim.netns import Netns, run
 from qubes_netsim.topology import SimNetvm
 from qubesnet import netns as kernel_ns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEER_MAC = "00:16:3e:5e:{:02x}:{:02x}"
 SERVERS = ("198.51.100.1", "198.51.100.53")
 
 
@@ -73,7 +70,6 @@ class Bench:
         self.dnat = self._wrapper(ours_python, "qubes-setup-dnat-to-ns", "setup_dnat_to_ns.cli")
         self.path = f"{reference_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         self.sim = SimNetvm()
-        self.peers: Netns | None = None  # one namespace for the far ends of every bench vif
         self.rows: list[tuple[str, ...]] = []
         self.memory: dict[str, int] = {}
 
@@ -96,21 +92,6 @@ class Bench:
         env = self.sim.env(**extra)
         env["PATH"] = self.path
         return env
-
-    def make_vifs(self, domids: list[int], prefix: str) -> None:
-        """Veth pairs named vifN.0 in the netvm (as fresh Xen vifs: down),
-        their far ends together in one namespace; XenStore filled as libxl does."""
-        if self.peers is None:
-            self.peers = Netns(f"{self.sim.prefix}-bg").create()
-        for domid in domids:
-            hi, lo = divmod(domid, 250)
-            mac = PEER_MAC.format(hi % 256, lo)
-            run(["ip", "link", "add", f"vif{domid}.0", "netns", self.sim.netvm.name, "address", "fe:ff:ff:ff:ff:ff",
-                 "type", "veth", "peer", "name", f"p{domid}", "netns", self.peers.name, "address", mac])
-            base = f"{self.sim.xenstore.home()}/backend/vif/{domid}/0"
-            addrs = f"{prefix}.{hi}.{lo + 2} fd09:24ef:4179::{domid:x}"
-            for key, value in (("ip", addrs), ("mac", mac), ("type", "vif")):
-                self.sim.xenstore.write(f"{base}/{key}", value)
 
     def vif_argv(self, program: str, command: str) -> list[str]:
         if program == self.vif_route:
@@ -200,11 +181,11 @@ class Bench:
             ours = median_ms(times["ours", changed])
             py, sh = median_ms(times["reference-dnat.py", changed]), median_ms(times["reference-dnat.sh", changed])
             self.row(f"dnat-to-ns, {label}", ours, py, "<= 40 ms, <= 0.50 x ref", ours <= 40 and ours <= 0.5 * py)
-            self.row(f"  same, vs reference-dnat.sh", ours, sh, "(for information)", None)
+            self.row("  same, vs reference-dnat.sh", ours, sh, "(for information)", None)
 
     def concurrent(self, count: int = 100, rounds: int = 3) -> None:
         domids = list(range(5000, 5000 + count))
-        self.make_vifs(domids, prefix="10.136")
+        self.sim.add_bulk_vifs(domids, prefix="10.136")
         reference = os.path.join(HERE, "reference.sh")
         times: dict[str, list[float]] = {}
         for r in range(rounds):
@@ -227,7 +208,7 @@ class Bench:
         self.sim.create()
         try:
             background = list(range(100, 350))
-            self.make_vifs([50, 20] + background, prefix="10.137")
+            self.sim.add_bulk_vifs([50, 20] + background, prefix="10.137")
             with kernel_ns.entered(self.sim.netvm.name):
                 self.all_vifs([50], "online", self.vif_route, width=1)
                 one_on, one_off = self.vif_cycles("1 other vif online", 20)
@@ -241,8 +222,6 @@ class Bench:
             print("... 100 concurrent onlines", flush=True)
             self.concurrent()
         finally:
-            if self.peers is not None:
-                self.peers.delete()
             self.sim.destroy()
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.print_table()

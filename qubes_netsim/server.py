@@ -117,6 +117,10 @@ class UnixServer:
     def thaw(self) -> None:
         self._frozen.clear()
 
+    @property
+    def frozen(self) -> bool:
+        return self._frozen.is_set()
+
     def wait_if_frozen(self) -> None:
         while self._frozen.is_set() and not self._stopping.is_set():
             self._stopping.wait(0.05)

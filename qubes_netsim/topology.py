@@ -92,6 +92,7 @@ class SimNetvm:
         # Never the host's system bus: tests that want one start their own.
         self.bus_address = f"unix:path={os.path.join(self.workdir, 'no-system-bus')}"
         self._dnsmasq: list[subprocess.Popen[str]] = []
+        self._bulk_peers: Netns | None = None
 
     # --- building ---
 
@@ -205,6 +206,28 @@ class SimNetvm:
         self.qubesdb.write(f"/mapped-ip/{real}/visible-gateway", visible_gateway)
         self.qubesdb.write(f"/mapped-ip/{real}/visible-ip", visible)
 
+    def add_bulk_vifs(self, domids: list[int], prefix: str = "10.137") -> dict[int, tuple[str, str, str]]:
+        """Many vifs at once, for load: veth pairs named vifN.0 in the netvm
+        (down, as fresh Xen vifs), their far ends together in one namespace
+        rather than one each. XenStore is filled as libxl does.
+
+        Returns {domid: (ipv4, ipv6, mac)}.
+        """
+        if self._bulk_peers is None:
+            self._bulk_peers = Netns(f"{self.prefix}-bulk").create()
+        made = {}
+        for domid in domids:
+            hi, lo = divmod(domid, 250)
+            mac = f"00:16:3e:5f:{hi % 256:02x}:{lo:02x}"
+            v4, v6 = f"{prefix}.{hi}.{lo + 2}", f"fd09:24ef:4179::{domid:x}"
+            run(["ip", "link", "add", f"vif{domid}.0", "netns", self.netvm.name, "address", VIF_MAC, "type", "veth",
+                 "peer", "name", f"p{domid}", "netns", self._bulk_peers.name, "address", mac])
+            base = f"{self.xenstore.home()}/backend/vif/{domid}/0"
+            for key, value in (("ip", f"{v4} {v6}"), ("mac", mac), ("type", "vif")):
+                self.xenstore.write(f"{base}/{key}", value)
+            made[domid] = (v4, v6, mac)
+        return made
+
     def write_backend(self, client: Client, **overrides: str) -> None:
         base = f"{self.xenstore.home()}/{client.xenbus_path}"
         addrs = " ".join(str(a) for a in (client.ipv4, client.ipv6) if a is not None)
@@ -246,6 +269,15 @@ class SimNetvm:
         with open(tmp, "w") as handle:
             handle.write(text)
         os.replace(tmp, self.resolv_conf)
+
+    def restart_qubesdb(self) -> None:
+        """A new QubesDB daemon on the same socket, with the same entries
+        (after a test stopped it to play a daemon that is gone)."""
+        entries = dict(self.qubesdb.entries)
+        self.qubesdb.stop()
+        self.qubesdb = QubesDBDouble(self.qubesdb.path)
+        self.qubesdb.entries.update(entries)
+        self.qubesdb.start()
 
     def hotplug_status(self, client: Client) -> str | None:
         value = self.xenstore.read(f"{client.xenbus_path}/hotplug-status")
@@ -296,8 +328,9 @@ class SimNetvm:
         for client in list(self.clients.values()):
             client.ns.delete()
             Netns(f"{client.vif}-nat").delete()  # a mapped vif's namespace
-        for ns in (self.netvm, self.upstream):
-            ns.delete()
+        for ns in (self.netvm, self.upstream, self._bulk_peers):
+            if ns is not None:
+                ns.delete()
         self.xenstore.stop()
         self.qubesdb.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -52,6 +52,7 @@ class XenStoreDouble(UnixServer):
         self._generation = 0
         self._next_tx = 1
         self.error_for: dict[tuple[int, str], str] = {}  # (op, abs path) -> errno to answer
+        self.freeze_on: tuple[int, str] | None = None  # (op, abs path): stop answering from there on
 
     # --- direct access for tests and the simulated environment ---
 
@@ -154,6 +155,13 @@ class XenStoreDouble(UnixServer):
                 return
             with self.lock:
                 self.requests.append((kind, payload))
+                if self.freeze_on is not None and self.freeze_on[0] == kind:
+                    target = payload.split(b"\0", 1)[0].decode("ascii", "replace")
+                    try:
+                        if self.absolute(target) == self.freeze_on[1]:
+                            self.freeze()  # a daemon hanging in the middle of a run
+                    except XsError:
+                        pass
             self.wait_if_frozen()
             try:
                 with self.lock:

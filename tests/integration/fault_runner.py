@@ -1,13 +1,16 @@
 """vif-route-qubes with a fault injected before its K-th step.
 
 Run inside the netvm namespace like the real entry point:
-    python fault_runner.py [--crash] K [vif-route-qubes arguments...]
+    python fault_runner.py [--crash | --delete-link] K [vif-route-qubes arguments...]
 The kernel, netlink and libnftables are real; only the step loop is wrapped,
-so that the test can make any step fail and check the rollback, or, with
---crash, make the process die there without any clean-up (as SIGKILL would).
+so that a test can make any step fail and check the rollback; with --crash,
+the process dies there without any clean-up (as SIGKILL would); with
+--delete-link, the interface disappears just before the step (as when Xen
+destroys a vif in the middle of a hotplug).
 """
 
 import os
+import subprocess
 import sys
 
 from qubesnet.errors import ApplyError
@@ -16,18 +19,21 @@ from vif_route_qubes import apply, cli
 
 def main() -> int:
     args = sys.argv[1:]
-    crash = args[0] == "--crash"
-    if crash:
-        args = args[1:]
+    mode = "fail"
+    if args[0] in ("--crash", "--delete-link"):
+        mode, args = args[0][2:], args[1:]
     fail_at = int(args[0])
     original = apply.Applier._apply
     done = [0]
 
     def faulty(self: apply.Applier, step: object) -> None:
         if done[0] == fail_at:
-            if crash:
+            if mode == "crash":
                 os._exit(137)
-            raise ApplyError(f"injected fault before step {fail_at} ({type(step).__name__})")
+            if mode == "delete-link":
+                subprocess.run(["ip", "link", "delete", self.inp.ifname], check=False, capture_output=True)
+            else:
+                raise ApplyError(f"injected fault before step {fail_at} ({type(step).__name__})")
         done[0] += 1
         original(self, step)
 
