@@ -45,6 +45,19 @@ class VifName(namedtuple("VifName", ("name", "domid", "devid"))):
         return MAX_DOMID - self.domid
 
 
+SHOWN_MAX = 64
+
+
+def shown(value: str | bytes) -> str:
+    """A bad value for an error message: quoted, and cut when long (a
+    hostile 4 KiB value must not become a 4 KiB log line)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "backslashreplace")
+    if len(value) <= SHOWN_MAX:
+        return repr(value)
+    return f"{value[:SHOWN_MAX]!r}... ({len(value)} characters)"
+
+
 def decode_text(key: str, raw: bytes | str, limit: int = 4096) -> str:
     """Bytes from a store as printable ASCII, or ConfigError."""
     if isinstance(raw, bytes):
@@ -67,24 +80,24 @@ def parse_vif_name(key: str, value: str) -> VifName:
     """``vif<domid>.<devid>`` as libxl names backend interfaces."""
     match = VIF_RE.fullmatch(value)
     if not match or len(value) >= IFNAMSIZ:
-        raise ConfigError(key, f"bad interface name {value!r}: expected vif<domid>.<devid>")
+        raise ConfigError(key, f"bad interface name {shown(value)}: expected vif<domid>.<devid>")
     domid, devid = int(match[1]), int(match[2])
     if domid > MAX_DOMID:
-        raise ConfigError(key, f"domid {domid} in {value!r} is larger than {MAX_DOMID}")
+        raise ConfigError(key, f"domid {domid} in {shown(value)} is larger than {MAX_DOMID}")
     return VifName(value, domid, devid)
 
 
 def parse_ifname(key: str, value: str) -> str:
     """Any other interface name we create or rename to (e.g. ``vifname``)."""
     if not (IFNAME_RE.fullmatch(value) and len(value) < IFNAMSIZ) or value in (".", ".."):
-        raise ConfigError(key, f"bad interface name {value!r}")
+        raise ConfigError(key, f"bad interface name {shown(value)}")
     return value
 
 
 def parse_mac(key: str, value: str) -> str:
     """A unicast MAC in the lowercase form libxl writes."""
     if not MAC_RE.fullmatch(value):
-        raise ConfigError(key, f"bad MAC address {value!r}: expected lowercase xx:xx:xx:xx:xx:xx")
+        raise ConfigError(key, f"bad MAC address {shown(value)}: expected lowercase xx:xx:xx:xx:xx:xx")
     if int(value[:2], 16) & 1:
         raise ConfigError(key, f"MAC address {value} is a multicast address")
     if value == "00:00:00:00:00:00":
@@ -94,14 +107,14 @@ def parse_mac(key: str, value: str) -> str:
 
 def parse_xenbus_path(key: str, value: str) -> str:
     if len(value) > XS_PATH_MAX or not XS_PATH_RE.fullmatch(value):
-        raise ConfigError(key, f"bad XenStore path {value!r}")
+        raise ConfigError(key, f"bad XenStore path {shown(value)}")
     return value
 
 
 def parse_word(key: str, value: str) -> str:
     """A short identifier such as the vif ``type``."""
     if not WORD_RE.fullmatch(value):
-        raise ConfigError(key, f"bad value {value!r}")
+        raise ConfigError(key, f"bad value {shown(value)}")
     return value
 
 
@@ -128,11 +141,11 @@ def _why_not_host(addr: IPAddress) -> str | None:
 def parse_host_address(key: str, value: str, *, allow_link_local: bool = False) -> IPAddress:
     """One unicast host address (no prefix, no zone, no leading zeros)."""
     if not value or "/" in value or "%" in value:
-        raise ConfigError(key, f"bad address {value!r}: expected a single host address")
+        raise ConfigError(key, f"bad address {shown(value)}: expected a single host address")
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
-        raise ConfigError(key, f"bad address {value!r}") from None
+        raise ConfigError(key, f"bad address {shown(value)}") from None
     reason = _why_not_host(addr)
     if reason and not (allow_link_local and reason == "a link-local address"):
         raise ConfigError(key, f"{value} is {reason}")
@@ -196,4 +209,4 @@ def parse_service_flag(key: str, value: bytes | None, default: bool) -> bool:
         return True
     if value == b"0":
         return False
-    raise ConfigError(key, f"service flag must be 0 or 1, not {value[:32]!r}")
+    raise ConfigError(key, f"service flag must be 0 or 1, not {shown(value)}")

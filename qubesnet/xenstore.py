@@ -68,6 +68,13 @@ class XenStore:
     def __init__(self, stream: Stream) -> None:
         self._stream = stream
         self._req_id = 0
+        self._broken = False
+
+    @property
+    def usable(self) -> bool:
+        """False once a reply went wrong (timeout, oversized, out of order):
+        the stream may hold the rest of it, so no later reply can be trusted."""
+        return not self._broken
 
     @classmethod
     def open(cls, address: str, timeout: float = 5.0) -> XenStore:
@@ -96,6 +103,17 @@ class XenStore:
     def _request(self, op: Op, payload: bytes, path: str) -> tuple[Op | int, bytes]:
         if len(payload) > XENSTORE_MAX_PAYLOAD:
             raise StoreError(f"XenStore {op.name} {path!r}: request larger than 4096 bytes")
+        if self._broken:
+            raise StoreError("XenStore connection unusable after an earlier protocol error")
+        try:
+            return self._exchange(op, payload, path)
+        except XenStoreError:
+            raise
+        except StoreError:
+            self._broken = True
+            raise
+
+    def _exchange(self, op: Op, payload: bytes, path: str) -> tuple[Op | int, bytes]:
         self._req_id = (self._req_id + 1) & 0xFFFFFFFF
         deadline = self._stream.deadline()
         # One write per request: the xenbus device requires it.
@@ -103,7 +121,7 @@ class XenStore:
         while True:
             kind, req_id, _tx, length = HEADER.unpack(self._stream.read_exact(HEADER.size, deadline))
             if length > XENSTORE_MAX_PAYLOAD:
-                raise StoreError(f"XenStore sent an oversized reply ({length} bytes)")
+                raise StoreError(f"{path}: XenStore sent an oversized reply ({length} bytes, at most 4096)")
             body = self._stream.read_exact(length, deadline)
             if kind == Op.WATCH_EVENT:
                 continue  # we register no watches; skip strays defensively

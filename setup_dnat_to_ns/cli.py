@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from enum import IntEnum
 
 from qubesnet.cliutil import help_formatter

@@ -11,7 +11,7 @@ from qubesnet.qubesdb import QubesDB
 from qubesnet.validate import decode_text, parse_ipv4
 
 from . import resolved
-from .chain import Mapping, plan_mapping
+from .chain import plan_mapping
 from .upstreams import Upstream, parse_resolv_conf, parse_resolved_dns, usable
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,21 @@ def read_upstreams(resolv_conf: str, timeout: float) -> tuple[list[Upstream], li
     return kept, notes + more + skipped
 
 
+NOTES_MAX = 10
+
+
+def capped(notes: list[str], limit: int = NOTES_MAX) -> list[str]:
+    """At most ``limit`` notes and a count of the rest: a hostile file of
+    3000 bad lines must not become 3000 log lines."""
+    if len(notes) <= limit:
+        return notes
+    return notes[:limit] + [f"{len(notes) - limit} more lines skipped likewise"]
+
+
 def derive(qdb: QubesDB, resolv_conf: str, timeout: float) -> Derived:
     virtual = read_virtual_dns(qdb)
     upstreams, notes = read_upstreams(resolv_conf, timeout)
+    notes = capped(notes)
     if virtual and not upstreams:
         notes.append("no usable upstream DNS server: DNS to the virtual addresses is dropped")
     return Derived(plan_mapping(virtual, upstreams), tuple(notes))

@@ -63,5 +63,5 @@ def query_dns(timeout: float) -> tuple[object | None, str]:
     except (IndexError, TypeError, ValueError):
         return None, "systemd-resolved sent an odd reply"
     if signature != "a(iiay)":
-        return None, f"systemd-resolved's DNS property has type {signature!r}"
+        return None, f"systemd-resolved's DNS property has type {signature[:32]!r}"
     return value, ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from collections.abc import Mapping
 from enum import IntEnum
@@ -137,7 +136,7 @@ def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: st
 
     try:
         xenbus_path = parse_xenbus_env(environ)
-        if xs is None:
+        if xs is None or not xs.usable:
             with XenStore.open(default_address(environ), args.timeout) as fresh:
                 HotplugStatus(fresh, xenbus_path, args.dry_run).error(message)
         else:

@@ -25,6 +25,7 @@ from qubesnet.validate import (
     AddressList,
     VifName,
     decode_text,
+    shown,
     parse_address_list,
     parse_ifname,
     parse_ipv4,
@@ -116,7 +117,7 @@ def read_inputs(env: VifEnv, xs: XenStore, qdb: QubesDB | None, *, online: bool)
     vifname = _xs_text(xs, vifname_key)
     ifname = parse_ifname(vifname_key, vifname) if vifname else env.vif.name
     if ifname != env.vif.name and VIF_RE.fullmatch(ifname):
-        raise ConfigError(vifname_key, f"{ifname!r} looks like another VM's interface name")
+        raise ConfigError(vifname_key, f"{shown(ifname)} looks like another VM's interface name")
 
     vif_type = _xs_text(xs, type_key)
     vif_type = parse_word(type_key, vif_type) if vif_type else "vif"

@@ -112,3 +112,13 @@ def test_render_matches_nft_syntax() -> None:
     assert "type nat hook prerouting priority dstnat; policy accept;" in text
     assert "ip daddr 10.139.1.2 tcp dport 53 dnat to 192.0.2.1" in text
     assert render(plan_mapping([V1], [])).count("drop") == 2
+
+
+def test_notes_are_capped() -> None:
+    from setup_dnat_to_ns.derive import NOTES_MAX, capped
+
+    _, notes = parse_resolv_conf("nameserver bogus\n" * 3000, "resolv.conf")
+    shown = capped(notes)
+    assert len(notes) == 3000
+    assert len(shown) == NOTES_MAX + 1 and shown[-1] == f"{3000 - NOTES_MAX} more lines skipped likewise"
+    assert capped(notes[:3]) == notes[:3]

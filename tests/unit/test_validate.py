@@ -150,3 +150,15 @@ def test_service_flags(raw: bytes | None, default: bool, expected: bool) -> None
 def test_bad_service_flags(raw: bytes) -> None:
     with pytest.raises(ConfigError, match="^/qubes-service/x: "):
         parse_service_flag("/qubes-service/x", raw, False)
+
+
+def test_long_bad_values_are_cut_in_messages() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_host_address("ip", "1" * 4000)
+    message = str(caught.value)
+    assert len(message) < 160 and "(4000 characters)" in message and message.startswith("ip: ")
+
+
+def test_bad_service_flag_is_shown_as_text() -> None:
+    with pytest.raises(ConfigError, match=r"not 'yes'$"):
+        parse_service_flag("/qubes-service/x", b"yes", False)

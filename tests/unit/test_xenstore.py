@@ -73,6 +73,15 @@ def test_oversized_request_is_refused_locally(xs: XenStore) -> None:
         xs.write("k", "x" * 4096)
 
 
+def test_oversized_reply_names_the_path(xsd: XenStoreDouble, xs: XenStore) -> None:
+    xsd.write("/local/domain/1/big", b"1" * 5000)  # only a double can hold this
+    with pytest.raises(StoreError, match=r"^/local/domain/1/big: XenStore sent an oversized reply \(5000 bytes"):
+        xs.read("/local/domain/1/big")
+    assert not xs.usable  # the rest of the reply is still in the stream
+    with pytest.raises(StoreError, match="unusable"):
+        xs.read("/local/domain/1/other")
+
+
 def test_silent_daemon_times_out(xsd: XenStoreDouble) -> None:
     xsd.freeze()
     with XenStore.open(xsd.path, timeout=0.2) as client, pytest.raises(StoreError, match="did not answer within 0.2 s"):
