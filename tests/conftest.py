@@ -46,7 +46,7 @@ def xenstore_utils_unavailable() -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if f"{os.sep}integration{os.sep}" in str(item.path):
+        if any(f"{os.sep}{tier}{os.sep}" in str(item.path) for tier in ("integration", "reliability")):
             item.add_marker(pytest.mark.netns)
     for marker, check in (("netns", netns_unavailable), ("xenstore_utils", xenstore_utils_unavailable)):
         marked = [item for item in items if item.get_closest_marker(marker)]
