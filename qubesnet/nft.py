@@ -2,14 +2,15 @@
 
 ``run`` sends a list of commands as one transaction (the kernel applies all
 of it or none); ``query`` runs one read-only command and returns the JSON
-objects it lists. With ``dry_run`` set, ``run`` only records what it would
-have sent.
+objects it lists. With ``dry_run`` set, ``run`` only logs what it would
+have sent (at debug level).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -19,22 +20,41 @@ from .nftjson import Json, transaction
 
 log = logging.getLogger(__name__)
 
+_shared: dict[int, Any] = {}  # network namespace inode -> libnftables context
+
+
+def _new_context() -> Any:
+    import nftables  # the distribution's binding of libnftables
+
+    ctx = nftables.Nftables()
+    ctx.set_json_output(True)
+    ctx.set_handle_output(False)
+    return ctx
+
 
 class Nft:
-    def __init__(self, dry_run: bool = False) -> None:
-        import nftables  # the distribution's binding of libnftables
-
-        self._ctx = nftables.Nftables()
-        self._ctx.set_json_output(True)
-        self._ctx.set_handle_output(False)
+    def __init__(self, dry_run: bool = False, *, context: Any = None) -> None:
+        self._ctx = context if context is not None else _new_context()
         self.dry_run = dry_run
-        self.sent: list[list[Json]] = []
+
+    @classmethod
+    def shared(cls, dry_run: bool = False) -> Nft:
+        """A gateway on the process's one context for its current network
+        namespace. A libnftables context allocates megabytes for its ruleset
+        cache; creating one per event in a long-lived process makes the C
+        heap creep (freed, but fragmented), while a reused one stays flat.
+        Not for short-lived namespaces: the context's socket would keep a
+        deleted namespace alive."""
+        key = os.stat("/proc/thread-self/ns/net").st_ino
+        context = _shared.get(key)
+        if context is None:
+            context = _shared[key] = _new_context()
+        return cls(dry_run, context=context)
 
     def run(self, commands: list[Json], what: str) -> None:
         """Apply ``commands`` atomically, or raise ApplyError (nothing applied)."""
         if not commands:
             return
-        self.sent.append(commands)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("nftables transaction (%s): %s", what, json.dumps(transaction(commands)))
         if self.dry_run:

@@ -47,7 +47,7 @@ def run_once(args: argparse.Namespace, nft: Nft | None = None) -> int:
     rules = build_rules(derived.mapping)
     commands = build_replace(rules)
     if nft is None:
-        nft = Nft(dry_run=args.dry_run)
+        nft = Nft.shared(dry_run=args.dry_run)
         keep_until_exit(nft)  # its socket closes at exit (see qubesnet.leave)
     current = is_current(nft.query(LISTING, terse=True), rules)
     if args.dry_run:
@@ -73,7 +73,7 @@ def show_status(args: argparse.Namespace) -> int:
     derived = _derive(args)
     for line in describe(derived.mapping) or ["no virtual DNS addresses in QubesDB"]:
         print(line)
-    current = is_current(Nft().query(LISTING, terse=True), build_rules(derived.mapping))
+    current = is_current(Nft.shared().query(LISTING, terse=True), build_rules(derived.mapping))
     print(f"kernel chain {FAMILY} {QUBES_TABLE} {CHAIN_DNAT_DNS}: "
           + ("up to date" if current else "differs (run qubes-setup-dnat-to-ns to apply)"))
     return 0

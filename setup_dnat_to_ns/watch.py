@@ -151,7 +151,7 @@ def watch(args: argparse.Namespace) -> int:
     selector = selectors.DefaultSelector()
     selector.register(inotify.fd, selectors.EVENT_READ, "inotify")
     log.info("watching %s and systemd-resolved", args.resolv_conf)
-    nft = Nft()  # one libnftables context for the life of the watch
+    nft = Nft.shared()  # one libnftables context for the life of the watch
     _apply(args, nft)
     pending_since: float | None = None
     last_event = 0.0

@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugSta
 
         gw = Gateways(
             rtnl=Rtnl(dry_run=dry),
-            nft=Nft(dry_run=dry),
+            nft=Nft.shared(dry_run=dry),
             sysctl=Sysctl(dry_run=dry),
             conntrack=conntrack,
             hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT, dry_run=dry),

@@ -44,6 +44,11 @@ class Ledger:
 
     def __init__(self) -> None:
         self.tallies: dict[str, Tally] = {name: Tally() for name in self.COLUMNS}
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """A figure worth quoting, printed under the table."""
+        self.notes.append(text)
 
     def record(self, category: str, what: str, count: int = 1, **columns: int) -> None:
         tally = self.tallies[category]
@@ -59,7 +64,7 @@ class Ledger:
             tally = self.tallies[name]
             cells = [f"{columns[0]} {tally.tried}"] + [f"{c} {tally.good.get(c, 0)}" for c in columns[1:]]
             lines.append(f"  {name:<12} " + " / ".join(cells))
-        return lines
+        return lines + [f"  - {note}" for note in self.notes]
 
 
 LEDGER = Ledger()

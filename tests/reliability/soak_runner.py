@@ -1,6 +1,8 @@
 """Many online/offline events in ONE process, through the library: a daemon's
 view of the code, where a socket, a libnftables context, a thread or memory
-kept from one event to the next would pile up.
+kept from one event to the next would pile up. Gateways are built as the
+entry point builds them (the libnftables context shared per namespace,
+everything else fresh per event and closed after it).
 
 Run inside the netvm namespace, with the environment of a vif event:
     python soak_runner.py CYCLES HOOKS_DIR
@@ -42,7 +44,7 @@ def one_event(command: str, hooks_dir: str) -> None:
         gateways: list[Gateways] = []
 
         def make_gateways(conntrack: object) -> Gateways:
-            gw = Gateways(rtnl=Rtnl(), nft=Nft(), sysctl=Sysctl(), conntrack=conntrack,  # type: ignore[arg-type]
+            gw = Gateways(rtnl=Rtnl(), nft=Nft.shared(), sysctl=Sysctl(), conntrack=conntrack,  # type: ignore[arg-type]
                           hooks=Hooks(hooks_dir, 5), status=HotplugStatus(xs, env.xenbus_path))
             gateways.append(gw)
             return gw

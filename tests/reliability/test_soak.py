@@ -70,6 +70,8 @@ def test_many_events_in_one_process_keep_resources_flat(sim: SimNetvm, ledger: L
     leaks = int(end["fds"] > warm["fds"]) + int(end["threads"] > warm["threads"])
     leaks += int(end["rss_kb"] - warm["rss_kb"] > RSS_SLACK_KB)
     ledger.record("soak", "library cycles in one process", cycles, leaks=leaks)
+    ledger.note(f"{cycles} cycles in one process: fds {warm['fds']} -> {end['fds']}, threads {warm['threads']} -> "
+                f"{end['threads']}, RSS {warm['rss_kb']} -> {end['rss_kb']} kB")
     assert end["fds"] == warm["fds"] and end["threads"] == warm["threads"], marks
     assert end["rss_kb"] - warm["rss_kb"] <= RSS_SLACK_KB, marks
 
@@ -106,5 +108,6 @@ def test_watch_mode_stays_flat(sim: SimNetvm, ledger: Ledger) -> None:
     assert warm is not None
     leaks = int(end[0] > warm[0]) + int(end[1] - warm[1] > RSS_SLACK_KB)
     ledger.record("soak", "watch-mode changes", changes, leaks=leaks)
+    ledger.note(f"{changes} DNS changes under --watch: fds {warm[0]} -> {end[0]}, RSS {warm[1]} -> {end[1]} kB")
     assert end[0] == warm[0], f"descriptors {warm[0]} -> {end[0]}"
     assert end[1] - warm[1] <= RSS_SLACK_KB, f"memory {warm[1]} -> {end[1]} kB"
