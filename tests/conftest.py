@@ -1,7 +1,7 @@
 """Shared test configuration.
 
-Tests under tests/integration build networks in namespaces and need root,
-iproute2 and nftables. Where those are missing they are skipped with the
+Tests under tests/integration and tests/reliability build networks in
+namespaces (the fixtures below) and need root, iproute2 and nftables. Where those are missing they are skipped with the
 reason, unless QUBES_REQUIRE_NETNS=1 (set by .ci/run): then the run fails,
 so that CI can never pass without the namespace tier having run.
 """
@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -57,3 +58,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"QUBES_REQUIRE_NETNS=1 (CI) but {reason}")
         for item in marked:
             item.add_marker(pytest.mark.skip(reason=reason))  # netns tier cannot run here
+
+
+# --- the simulated netvm, for the namespace tiers ---------------------------
+
+
+def _sim(**options: bool) -> Iterator[object]:
+    from qubes_netsim.topology import SimNetvm
+
+    netvm = SimNetvm(**options).create()
+    try:
+        yield netvm
+    finally:
+        netvm.destroy()
+
+
+@pytest.fixture
+def sim() -> Iterator[object]:
+    """Upstream + netvm namespaces, base layout loaded, doubles running."""
+    yield from _sim()
+
+
+@pytest.fixture
+def bare_sim() -> Iterator[object]:
+    """The same, but with an empty nftables ruleset in the netvm."""
+    yield from _sim(load_layout=False)
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[object]:
+    """One simulated netvm for a whole module of cases (each case resets
+    what it touched, or looks only at what it did)."""
+    yield from _sim()

@@ -9,12 +9,10 @@ two sizes: CI runs a fast subset of every category; QUBES_RELIABILITY=full
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from qubes_netsim.topology import SimNetvm
 
 FULL = os.environ.get("QUBES_RELIABILITY") == "full"
 
@@ -80,23 +78,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("=", "reliability ledger")
         for line in LEDGER.table():
             terminalreporter.write_line(line)
-
-
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[SimNetvm]:
-    """One simulated netvm for a whole module of cases (each case resets
-    what it touched and compares the kernel state before and after)."""
-    sim = SimNetvm().create()
-    try:
-        yield sim
-    finally:
-        sim.destroy()
-
-
-@pytest.fixture
-def sim() -> Iterator[SimNetvm]:
-    netvm = SimNetvm().create()
-    try:
-        yield netvm
-    finally:
-        netvm.destroy()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -250,23 +251,26 @@ def _check_nothing_forwarded(net: Net, ledger: Ledger, client: Client, what: str
         assert not answered and forwarded == 0, f"{what}: {source} answered={answered} forwarded={forwarded}"
 
 
+@contextmanager
+def link_up(net: Net, client: Client) -> Iterator[None]:
+    """The netvm end of the client's vif up, as someone other than the hotplug might set it."""
+    net.sim.netvm.sh(f"ip link set {client.vif} up")
+    try:
+        yield
+    finally:
+        net.sim.netvm.sh(f"ip link set {client.vif} down")
+
+
 def test_no_traffic_from_a_vif_never_brought_online(net: Net, ledger: Ledger) -> None:
     # As Xen creates it: the netvm end is down; nothing can even leave.
     _check_nothing_forwarded(net, ledger, net.p, "pending vif, link down", must_leave=False)
-    # Someone brings the link up without the hotplug: still nothing passes.
-    net.sim.netvm.sh(f"ip link set {net.p.vif} up")
-    try:
+    with link_up(net, net.p):
         _check_nothing_forwarded(net, ledger, net.p, "pending vif, link up", must_leave=True)
-    finally:
-        net.sim.netvm.sh(f"ip link set {net.p.vif} down")
 
 
 def test_no_traffic_after_offline_even_if_the_link_comes_back_up(net: Net, ledger: Ledger) -> None:
-    net.sim.netvm.sh(f"ip link set {net.o.vif} up")
-    try:
+    with link_up(net, net.o):
         _check_nothing_forwarded(net, ledger, net.o, "offline vif, link up", must_leave=True)
-    finally:
-        net.sim.netvm.sh(f"ip link set {net.o.vif} down")
 
 
 def test_nothing_passes_while_online_is_still_running(net: Net, ledger: Ledger) -> None:
