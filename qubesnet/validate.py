@@ -32,6 +32,7 @@ WORD_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # much longer is a broken or hostile value, refused before it costs anything.
 MAX_ADDRESSES = 8
 ADDRESS_CHARS_RE = re.compile(r"[0-9A-Fa-f.: ]*")
+THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
 class VifName(namedtuple("VifName", ("name", "domid", "devid"))):
@@ -131,6 +132,8 @@ def _why_not_host(addr: IPAddress) -> str | None:
     if isinstance(addr, IPv4Address):
         if addr.is_reserved:  # 240.0.0.0/4, including the limited broadcast
             return "a reserved or broadcast address"
+        if addr in THIS_NETWORK:  # Linux drops such sources as martians
+            return "in 0.0.0.0/8 (\"this network\")"
     elif addr.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address"
     elif addr.is_reserved and addr in ipaddress.ip_network("::/8"):

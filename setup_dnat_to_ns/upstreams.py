@@ -89,6 +89,8 @@ def why_unusable(addr: IPv4Address | IPv6Address) -> str | None:
         return "a link-local address"
     if addr.is_reserved:
         return "a reserved or broadcast address"
+    if addr.packed[0] == 0:
+        return "in 0.0.0.0/8 (\"this network\")"
     return None
 
 

@@ -55,7 +55,8 @@ def test_resolved_garbage_is_ignored_with_a_note(value: object) -> None:
 @pytest.mark.parametrize(
     ("addr", "reason"),
     [("127.0.0.53", "loopback"), ("::1", "IPv6"), ("0.0.0.0", "unspecified"), ("224.0.0.251", "multicast"),
-     ("169.254.1.1", "link-local"), ("255.255.255.255", "reserved"), ("2001:db8::1", "IPv6")],
+     ("169.254.1.1", "link-local"), ("255.255.255.255", "reserved"), ("2001:db8::1", "IPv6"),
+     ("0.1.2.3", "this network")],
 )
 def test_unusable_upstreams_are_skipped(addr: str, reason: str) -> None:
     kept, notes = usable([up(addr), up("192.0.2.1")])

@@ -108,6 +108,7 @@ def test_empty_address_list() -> None:
         ("255.255.255.255", "broadcast"),
         ("240.0.0.1", "reserved"),
         ("0.0.0.0", "unspecified"),
+        ("0.1.2.3", "this network"),
         ("::", "unspecified"),
         ("::ffff:10.137.0.5", "IPv4-mapped"),
         ("169.254.1.1", "link-local"),
