@@ -72,6 +72,8 @@ def decode_text(key: str, raw: bytes | str, limit: int = 4096) -> str:
         text = raw
         if len(text) > limit:
             raise ConfigError(key, f"value is {len(text)} characters long (at most {limit})")
+        if not text.isascii():
+            raise ConfigError(key, "value is not ASCII text")
     if not text.isprintable():
         raise ConfigError(key, "value contains control characters")
     return text

@@ -136,6 +136,8 @@ def test_decode_text() -> None:
     assert decode_text("k", b"abc") == "abc"
     with pytest.raises(ConfigError, match="not ASCII"):
         decode_text("k", b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not ASCII"):
+        decode_text("k", "ä")
     with pytest.raises(ConfigError, match="control characters"):
         decode_text("k", b"a\nb")
     with pytest.raises(ConfigError, match="at most 4096"):
