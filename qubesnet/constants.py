@@ -31,8 +31,7 @@ FLOW_TABLE: Final = "qubes-flowtable"
 FLOWTABLE: Final = "ft"
 FLOW_CHAIN: Final = "forward"
 
-# --- interface groups ---
-UPLINK_GROUP: Final = 1
+# --- interface groups (the uplink is group 1: not ours to set) ---
 VIF_GROUP: Final = 2
 
 # --- Xen / libxl ---
@@ -53,7 +52,6 @@ QDB_GATEWAY6: Final = "/qubes-netvm-gateway6"
 QDB_PRIMARY_DNS: Final = "/qubes-netvm-primary-dns"
 QDB_SECONDARY_DNS: Final = "/qubes-netvm-secondary-dns"
 QDB_OWN_IP: Final = "/qubes-ip"
-QDB_OWN_IP6: Final = "/qubes-ip6"
 QDB_SERVICE_PREFIX: Final = "/qubes-service/"
 QDB_MAPPED_PREFIX: Final = "/mapped-ip/"
 # Disposable VMs with hidden addresses get their real address here: for

@@ -99,7 +99,7 @@ def open_fd(name: str) -> int:
 @contextmanager
 def entered(name: str) -> Iterator[int]:
     """Run the body with the calling thread inside the namespace; yields its fd."""
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    saved = own_fd()
     target = open_fd(name)
     try:
         _check(_libc.setns(target, CLONE_NEWNET), f"setns {name}")

@@ -82,10 +82,6 @@ def delete(obj: Json) -> Json:
     return {"delete": obj}
 
 
-def flush(obj: Json) -> Json:
-    return {"flush": obj}
-
-
 # --- expressions and statements ---
 
 

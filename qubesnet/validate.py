@@ -33,6 +33,7 @@ WORD_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_ADDRESSES = 8
 ADDRESS_CHARS_RE = re.compile(r"[0-9A-Fa-f.: ]*")
 THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+IPV6_RESERVED = ipaddress.IPv6Network("::/8")
 
 
 class VifName(namedtuple("VifName", ("name", "domid", "devid"))):
@@ -121,8 +122,8 @@ def parse_word(key: str, value: str) -> str:
     return value
 
 
-def _why_not_host(addr: IPAddress) -> str | None:
-    """Why ``addr`` cannot be a VM's or a gateway's unicast address, if it cannot."""
+def why_not_host(addr: IPAddress) -> str | None:
+    """Why ``addr`` cannot be a VM's, a gateway's or a server's unicast address, if it cannot."""
     if addr.is_unspecified:
         return "the unspecified address"
     if addr.is_loopback:
@@ -138,7 +139,7 @@ def _why_not_host(addr: IPAddress) -> str | None:
             return "in 0.0.0.0/8 (\"this network\")"
     elif addr.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address"
-    elif addr.is_reserved and addr in ipaddress.ip_network("::/8"):
+    elif addr.is_reserved and addr in IPV6_RESERVED:
         return "a reserved IPv6 address"
     return None
 
@@ -151,7 +152,7 @@ def parse_host_address(key: str, value: str, *, allow_link_local: bool = False) 
         addr = ipaddress.ip_address(value)
     except ValueError:
         raise ConfigError(key, f"bad address {shown(value)}") from None
-    reason = _why_not_host(addr)
+    reason = why_not_host(addr)
     if reason and not (allow_link_local and reason == "a link-local address"):
         raise ConfigError(key, f"{value} is {reason}")
     return addr

@@ -3,8 +3,9 @@
 Sources, in order: systemd-resolved's ``DNS`` property (global entries
 first), else the ``nameserver`` lines of /etc/resolv.conf. A server is
 usable when client VMs can reach it through a DNAT of an IPv4 virtual
-address: IPv4, and not loopback (the 127.0.0.53 stub lives in the netvm
-only), unspecified, multicast, link-local or reserved.
+address: IPv4, not loopback (the 127.0.0.53 stub lives in the netvm only),
+and a unicast host address by the rules client addresses follow
+(``qubesnet.validate.why_not_host``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import ipaddress
 from collections.abc import Iterable
 from collections import namedtuple
 from ipaddress import IPv4Address, IPv6Address
+
+from qubesnet.validate import why_not_host
 
 MAX_SERVERS = 16
 AF_INET, AF_INET6 = 2, 10
@@ -81,17 +84,7 @@ def why_unusable(addr: IPv4Address | IPv6Address) -> str | None:
         return "an IPv6 server (the virtual DNS addresses are IPv4)"
     if addr.is_loopback:
         return "a loopback address (a local stub, unreachable from client VMs)"
-    if addr.is_unspecified:
-        return "the unspecified address"
-    if addr.is_multicast:
-        return "a multicast address"
-    if addr.is_link_local:
-        return "a link-local address"
-    if addr.is_reserved:
-        return "a reserved or broadcast address"
-    if addr.packed[0] == 0:
-        return "in 0.0.0.0/8 (\"this network\")"
-    return None
+    return why_not_host(addr)
 
 
 def usable(servers: Iterable[Upstream]) -> tuple[list[Upstream], list[str]]:

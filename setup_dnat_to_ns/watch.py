@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import errno
 import logging
 import os
 import selectors
@@ -166,7 +165,6 @@ def watch(args: argparse.Namespace) -> int:
                 timeout = max(0.0, min(last_event + QUIET, pending_since + MAX_DELAY) - now)
             events = selector.select(timeout)
             for key, _ in events:
-                hit = False
                 if key.data == "inotify":
                     hit = inotify.relevant_events()
                     inotify.refresh()
@@ -187,6 +185,3 @@ def watch(args: argparse.Namespace) -> int:
         signals.close()
         inotify.close()
         selector.close()
-
-
-__all__ = ["watch", "Inotify", "errno"]

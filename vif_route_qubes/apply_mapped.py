@@ -30,9 +30,8 @@ from .mapped import (
     MoveIntoNamespace,
     NsFacts,
     RemoveNamespace,
-    namespace_name,
-    peer_name,
 )
+from .mapped_names import namespace_name, peer_name
 
 if TYPE_CHECKING:
     from .apply import Applier, Gateways
@@ -53,8 +52,8 @@ def query_ns_facts(gw: Gateways, inp: VifInputs) -> NsFacts:
                     netvm_index=link.index if link else None, netvm_name=link.name if link else None)
     if not facts.ns_exists:
         return facts
+    rt = _rtnl_in(ns)
     with netns.entered(ns):
-        rt = Rtnl()
         listing = Nft().query({"list": {"table": {"family": "netdev", "name": NAT_TABLE}}})
     try:
         return NsFacts(True, rt.get_link(inp.ifname) is not None, rt.get_link(peer) is not None,
@@ -194,9 +193,7 @@ def remove_namespace(ns: str, ifname: str, peer: str, restore_name: str) -> None
         return
     rt = _rtnl_in(ns)
     try:
-        link = rt.get_link(peer)
-        if link is not None:
-            rt.delete_link(link.index)
+        _delete_named(rt, peer)
     finally:
         rt.close()
     _move_back(ns, ifname, restore_name)

@@ -12,11 +12,10 @@ import os
 import time
 from collections.abc import Mapping
 from enum import IntEnum
-
-from qubesnet.constants import HOOK_TIMEOUT, NETWORK_HOOKS_DIR
 from typing import TYPE_CHECKING
 
 from qubesnet.cliutil import help_formatter
+from qubesnet.constants import HOOK_TIMEOUT, NETWORK_HOOKS_DIR
 from qubesnet.errors import ConfigError, QubesNetError
 from qubesnet.logsetup import setup_logging
 

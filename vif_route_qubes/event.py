@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from ipaddress import IPv4Network, ip_address
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, NamedTuple
 
-from qubesnet.constants import HIDDEN_NETWORK, LOCK_FILE, NETNS_DIR, QDB_MAPPED_PREFIX, QUBES_TABLE, SET_ALLOWED
+from qubesnet.constants import LOCK_FILE, QDB_MAPPED_PREFIX, QUBES_TABLE, SET_ALLOWED
 from qubesnet.errors import ApplyError
 from qubesnet.locks import KeyLocks
 from qubesnet.nft import Nft
@@ -17,6 +17,7 @@ from qubesnet.validate import AddressList, parse_address_list
 from qubesnet.xenstore import XenStore
 
 from .inputs import VifEnv, VifInputs, read_inputs
+from .mapped_names import HIDDEN_RANGE, namespace_exists, namespace_name, peer_name
 
 if TYPE_CHECKING:
     from qubesnet.netlink.ctnl import Conntrack
@@ -25,10 +26,9 @@ if TYPE_CHECKING:
     from .mapped import Mapping
     from .plan import Plan
 
-# Mapped addresses are rare: their modules load only when a vif has a
-# mapping, might get one (HIDDEN_RANGE), or left a namespace behind.
-HIDDEN_RANGE = IPv4Network(HIDDEN_NETWORK)
-
+# Mapped addresses are rare: their modules (mapped, apply_mapped) load only
+# when a vif has a mapping, might get one (HIDDEN_RANGE), or left a
+# namespace behind.
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 30.0
@@ -112,10 +112,6 @@ def run_event(
         locks.release()
 
 
-def _namespace_exists(inp: VifInputs) -> bool:
-    return os.path.exists(os.path.join(NETNS_DIR, f"{inp.ifname}-nat"))
-
-
 def _converge_namespace(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | None) -> None:
     """The namespace of a mapped vif, or its removal when the mapping went away."""
     from .apply_mapped import query_ns_facts
@@ -134,7 +130,7 @@ def _online(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | N
 
     try:
         # The namespace of a mapped vif first; then the netvm end, like any vif.
-        if mapping is not None or _namespace_exists(inp):
+        if mapping is not None or namespace_exists(inp.ifname):
             _converge_namespace(applier, gw, inp, mapping)
         if mapping is not None:
             log.info("%s is mapped: the client sees %s behind %s", mapping.real, mapping.visible, mapping.visible_gateway)
@@ -153,11 +149,11 @@ def _offline(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
     from .plan import plan_offline
 
     errors: list[str] = []
-    if _namespace_exists(inp):
-        from .mapped import RemoveNamespace, namespace_name, peer_name
+    if namespace_exists(inp.ifname):
+        from .mapped import RemoveNamespace
 
-        ns = namespace_name(inp.ifname)
-        errors += applier.apply_best_effort([RemoveNamespace(ns, inp.ifname, peer_name(inp.ifname), inp.vif.name)])
+        step = RemoveNamespace(namespace_name(inp.ifname), inp.ifname, peer_name(inp.ifname), inp.vif.name)
+        errors += applier.apply_best_effort([step])
     facts = query_facts(gw, inp, addresses=True)
     if inp.ip_missing:
         inp = inp._replace(addresses=query_allowed_addresses(gw.nft, inp.ifname))

@@ -24,9 +24,8 @@ would, which is why those are dropped.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
-from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from ipaddress import IPv4Address
+from typing import Any, NamedTuple
 
 from qubesnet import nftjson as j
 from qubesnet.constants import (
@@ -37,14 +36,13 @@ from qubesnet.constants import (
     QDB_SECONDARY_DNS,
     SERVICE_HIDE_NETVM,
 )
-from qubesnet.constants import HIDDEN_NETWORK
 from qubesnet.errors import ConfigError
 from qubesnet.qubesdb import QubesDB
-from qubesnet.validate import decode_text, parse_ipv4, parse_service_flag
+from qubesnet.validate import decode_text, parse_ipv4
 
-# Qubes gives disposable VMs with hidden addresses their real address in
-# this range: for these, a missing mapping is worth waiting for.
-HIDDEN_RANGE = IPv4Network(HIDDEN_NETWORK)
+from .inputs import read_service_flag
+from .mapped_names import HIDDEN_RANGE, namespace_name, peer_name
+
 NAT_TABLE = "qubes-nat"
 VIF_MAC = "fe:ff:ff:ff:ff:ff"  # the netvm side of every vif, as Xen's netback has it
 ICMP_ERRORS_REVEALING = ["destination-unreachable", "source-quench", "redirect", "time-exceeded", "parameter-problem"]
@@ -57,16 +55,6 @@ class Mapping(NamedTuple):
     gateway: IPv4Address  # the netvm's gateway address for its clients
     hide: tuple[IPv4Address, ...] = ()  # destinations refused when hiding is on
     dns: IPv4Address | None = None  # primary virtual DNS, reached via visible-gw:53 when hiding
-
-
-def namespace_name(ifname: str) -> str:
-    return f"{ifname}-nat"
-
-
-def peer_name(ifname: str) -> str:
-    """The namespace end of the veth pair (inside the namespace: no clash)."""
-    name = f"{ifname}-p"
-    return name if len(name) < 16 else "to-netvm"
 
 
 def _read_ipv4(qdb: QubesDB, key: str) -> IPv4Address | None:
@@ -103,8 +91,7 @@ def read_mapping(qdb: QubesDB, real: IPv4Address, gateway: IPv4Address | None, w
         raise ConfigError(QDB_GATEWAY, "missing; needed to translate a mapped address")
     hide: tuple[IPv4Address, ...] = ()
     dns = _read_ipv4(qdb, QDB_PRIMARY_DNS)
-    key = f"/qubes-service/{SERVICE_HIDE_NETVM}"
-    if parse_service_flag(key, qdb.read(key), False):
+    if read_service_flag(qdb, SERVICE_HIDE_NETVM):
         found = [_read_ipv4(qdb, QDB_OWN_IP), gateway, real, dns, _read_ipv4(qdb, QDB_SECONDARY_DNS)]
         hide = tuple(dict.fromkeys(a for a in found if a is not None and a != visible_gw))
     return Mapping(real, visible, visible_gw, gateway, hide, dns)

@@ -9,7 +9,6 @@ interface.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet import nftjson as j
 from qubesnet.constants import (
@@ -20,8 +19,8 @@ from qubesnet.constants import (
     SET_ALLOWED,
     SET_DOWNSTREAM,
 )
+from qubesnet.validate import IPAddress
 
-IPAddress = IPv4Address | IPv6Address
 FLOW_FAMILY = "inet"
 FLOW_PRIO = 10  # after the filter chains: only flows every chain accepted
 

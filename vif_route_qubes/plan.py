@@ -18,17 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
-from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.constants import FAMILIES, VIF_GROUP
 from qubesnet.errors import ApplyError
 from qubesnet.layout import build_layout_removal, build_missing_layout
 from qubesnet.nftjson import Json
+from qubesnet.validate import IPAddress
 
 from .inputs import VifInputs
 from .nftplan import build_flowtable_add, build_flowtable_remove
-
-IPAddress = IPv4Address | IPv6Address
 
 
 # --- steps ---
@@ -171,12 +169,10 @@ def plan_online(inp: VifInputs, facts: Facts) -> Plan:
     if facts.mapped and facts.ipv6_kernel:
         steps.append(SetSysctl(ipv6_conf(ifname, "disable_ipv6"), "1"))
     gateway6 = inp.gateway6
-    if gateway6 is not None and gateway6.is_link_local:
-        gateway6 = None  # the client reaches a link-local gateway directly
-    elif gateway6 is not None and not facts.ipv6_on_vif and not facts.mapped:
+    if gateway6 is not None and (gateway6.is_link_local or facts.mapped):
+        gateway6 = None  # a link-local gateway is reached directly; a mapped vif has no IPv6
+    elif gateway6 is not None and not facts.ipv6_on_vif:
         notes.append(f"IPv6 is disabled on {ifname}: gateway {gateway6} not configured")
-        gateway6 = None
-    elif facts.mapped:
         gateway6 = None
     if gateway6 is not None:
         steps.append(SetSysctl(ipv6_conf(ifname, "proxy_ndp"), "1"))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import NamedTuple
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import NamedTuple
 
+from ..constants import RT_TABLE_MAIN, RTPROT_BOOT
 from . import _pyroute2  # noqa: F401
 from .nlsock import (
     NLM_F_CREATE,
@@ -35,17 +36,17 @@ NUD_PERMANENT = 0x80
 IFA_F_NODAD = 0x02
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
 RTN_UNICAST = 1
-RT_TABLE_MAIN = 254
-RTPROT_BOOT = 3
 RTM_F_FIB_MATCH = 0x2000
+# What an errno means for a change: already there (add) or already gone (delete).
+EXISTS = (errno.EEXIST,)
+GONE_LINK = (errno.ENODEV, errno.ENOENT)
+GONE_ADDRESS = (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT)
+GONE_ROUTE = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
+GONE_NEIGHBOUR = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
 
 
 def _family(addr: IPAddress) -> int:
     return socket.AF_INET if addr.version == 4 else socket.AF_INET6
-
-
-def _hostlen(addr: IPAddress) -> int:
-    return addr.max_prefixlen
 
 
 class Link(NamedTuple):
@@ -71,6 +72,19 @@ class Rtnl:
     def close(self) -> None:
         self._nl.close()
 
+    def _change(self, msg: object, msg_type: int, flags: int, what: str, no_op: tuple[int, ...]) -> bool:
+        """Send a change; False when the kernel says it was a no-op (``no_op``
+        errnos: the object already there, or already gone)."""
+        if self.dry_run:
+            return True
+        try:
+            self._nl.request(msg, msg_type, flags, what)
+        except NetlinkError as exc:
+            if exc.code in no_op:
+                return False
+            raise
+        return True
+
     # --- links ---
 
     def get_link(self, name: str) -> Link | None:
@@ -80,7 +94,7 @@ class Rtnl:
         try:
             (answer,) = self._nl.request(msg, RTM_GETLINK, 0, f"get link {name}", _decode(ifinfmsg))
         except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
+            if exc.code in GONE_LINK:
                 return None
             raise
         return Link(
@@ -138,17 +152,9 @@ class Rtnl:
         self._nl.request(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"create veth {name}")
 
     def delete_link(self, index: int) -> bool:
-        if self.dry_run:
-            return True
         msg = ifinfmsg()
         msg["index"] = index
-        try:
-            self._nl.request(msg, RTM_DELLINK, 0, f"delete link {index}")
-        except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise
-        return True
+        return self._change(msg, RTM_DELLINK, 0, f"delete link {index}", GONE_LINK)
 
     # --- addresses ---
 
@@ -163,16 +169,8 @@ class Rtnl:
         return msg
 
     def add_address(self, index: int, addr: IPAddress, prefixlen: int, *, nodad: bool = False) -> bool:
-        if self.dry_run:
-            return True
         msg = self._address_msg(index, addr, prefixlen, nodad)
-        try:
-            self._nl.request(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, f"add address {addr}/{prefixlen}")
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                return False
-            raise
-        return True
+        return self._change(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, f"add address {addr}/{prefixlen}", EXISTS)
 
     def list_addresses(self, index: int) -> list[tuple[IPAddress, int]]:
         """The addresses on one interface, as (address, prefix length)."""
@@ -187,23 +185,15 @@ class Rtnl:
         return found
 
     def del_address(self, index: int, addr: IPAddress, prefixlen: int) -> bool:
-        if self.dry_run:
-            return True
         msg = self._address_msg(index, addr, prefixlen, False)
-        try:
-            self._nl.request(msg, RTM_DELADDR, 0, f"delete address {addr}/{prefixlen}")
-        except NetlinkError as exc:
-            if exc.code in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
-                return False
-            raise
-        return True
+        return self._change(msg, RTM_DELADDR, 0, f"delete address {addr}/{prefixlen}", GONE_ADDRESS)
 
     # --- routes ---
 
     def _route_msg(self, index: int, dst: IPAddress, metric: int) -> rtmsg:
         msg = rtmsg()
         msg["family"] = _family(dst)
-        msg["dst_len"] = _hostlen(dst)
+        msg["dst_len"] = dst.max_prefixlen
         msg["table"] = RT_TABLE_MAIN
         msg["proto"] = RTPROT_BOOT
         # A host route through a device without a gateway is link-scoped,
@@ -214,38 +204,22 @@ class Rtnl:
         return msg
 
     def add_route(self, index: int, dst: IPAddress, metric: int) -> bool:
-        if self.dry_run:
-            return True
         msg = self._route_msg(index, dst, metric)
-        try:
-            self._nl.request(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, f"add route {dst} metric {metric}")
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                return False
-            raise
-        return True
+        return self._change(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, f"add route {dst} metric {metric}", EXISTS)
 
     def del_route(self, index: int, dst: IPAddress, metric: int) -> bool:
-        if self.dry_run:
-            return True
         msg = self._route_msg(index, dst, metric)
         # As `ip route del` does: any scope, any protocol, but this very
         # device and metric, so another vif's route to the address survives.
         msg["scope"] = RT_SCOPE_NOWHERE
         msg["proto"] = 0
-        try:
-            self._nl.request(msg, RTM_DELROUTE, 0, f"delete route {dst} metric {metric}")
-        except NetlinkError as exc:
-            if exc.code in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-                return False
-            raise
-        return True
+        return self._change(msg, RTM_DELROUTE, 0, f"delete route {dst} metric {metric}", GONE_ROUTE)
 
     def lookup_route(self, dst: IPAddress) -> RouteLookup | None:
         """The route the kernel would use to reach ``dst`` (``ip route get fibmatch``)."""
         msg = rtmsg()
         msg["family"] = _family(dst)
-        msg["dst_len"] = _hostlen(dst)
+        msg["dst_len"] = dst.max_prefixlen
         # Without FIB_MATCH the answer's dst_len is the query's, not the route's.
         msg["flags"] = RTM_F_FIB_MATCH
         msg["attrs"] = [("RTA_DST", str(dst))]
@@ -274,31 +248,16 @@ class Rtnl:
 
     def add_neighbour(self, index: int, addr: IPAddress, mac: str) -> bool:
         """A permanent entry; an existing one is replaced (returns False)."""
-        if self.dry_run:
-            return True
         msg = self._neigh_msg(index, addr, mac)
-        try:
-            self._nl.request(msg, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_EXCL, f"add neighbour {addr}")
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise
-        else:
+        if self._change(msg, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_EXCL, f"add neighbour {addr}", EXISTS):
             return True
         msg = self._neigh_msg(index, addr, mac)
         self._nl.request(msg, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, f"replace neighbour {addr}")
         return False
 
     def del_neighbour(self, index: int, addr: IPAddress) -> bool:
-        if self.dry_run:
-            return True
         msg = self._neigh_msg(index, addr, None)
-        try:
-            self._nl.request(msg, RTM_DELNEIGH, 0, f"delete neighbour {addr}")
-        except NetlinkError as exc:
-            if exc.code in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
-                return False
-            raise
-        return True
+        return self._change(msg, RTM_DELNEIGH, 0, f"delete neighbour {addr}", GONE_NEIGHBOUR)
 
 
 def _decode(cls: type) -> object:
