@@ -95,7 +95,7 @@ class Bench:
 
     def vif_argv(self, program: str, command: str) -> list[str]:
         if program == self.vif_route:
-            return [program, "--hooks-dir", self.sim.hooks_dir, command]
+            return [program, *self.sim.vif_route_argv(command)[1:]]  # the wrapper, the simulation's arguments
         return [program, command]
 
     def all_vifs(self, domids: list[int], command: str, program: str, width: int) -> float:

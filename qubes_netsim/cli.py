@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -25,14 +24,13 @@ def _load_layout() -> int:
 
 
 def _cleanup(tag: str) -> int:
-    from .netns import NETNS_DIR, Netns
+    from .netns import Netns, namespaces
 
     removed = 0
-    if os.path.isdir(NETNS_DIR):
-        for name in sorted(os.listdir(NETNS_DIR)):
-            if name.startswith(tag + "-"):
-                Netns(name).delete()
-                removed += 1
+    for name in sorted(namespaces()):
+        if name.startswith(tag + "-"):
+            Netns(name).delete()
+            removed += 1
     print(f"removed {removed} namespaces named {tag}-*")
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
 
 from .topology import GATEWAY, GATEWAY6, UPSTREAM, UPSTREAM6, UPSTREAM_NAME, VIRTUAL_DNS, Client, SimNetvm
 
@@ -52,7 +51,7 @@ def _traces(sim: SimNetvm, client: Client) -> list[str]:
     return found
 
 
-def run_demo(keep_going: Callable[[], bool] = lambda: True) -> int:
+def run_demo() -> int:
     report = Report()
     sim = SimNetvm()
     print(f"== Simulated Qubes network VM (namespaces {sim.prefix}-*) ==")

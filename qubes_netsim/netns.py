@@ -20,6 +20,11 @@ from typing import Any
 NETNS_DIR = "/run/netns"
 
 
+def namespaces() -> set[str]:
+    """The names of the host's named network namespaces (``ip netns list``)."""
+    return set(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else set()
+
+
 def unique_prefix(tag: str = "qnsim") -> str:
     return f"{tag}-{uuid.uuid4().hex[:8]}"
 
@@ -72,6 +77,20 @@ class Netns:
         if result.returncode != 0:
             return []
         return [i for i in json.loads(result.stdout).get("nftables", []) if "metainfo" not in i]
+
+    def counter_packets(self, family: str, table: str, chain: str,
+                        match: Callable[[dict[str, Any]], bool] | None = None) -> int:
+        """Packets counted by the counter statements of a chain's rules; with
+        ``match``, only of the rules (their JSON dicts) for which it holds."""
+        total = 0
+        for item in self.nft_json("list", "chain", family, table, chain):
+            rule = item.get("rule")
+            if rule is None or (match is not None and not match(rule)):
+                continue
+            for expr in rule.get("expr", []):
+                if isinstance(expr.get("counter"), dict):
+                    total += expr["counter"].get("packets", 0)
+        return total
 
     def sysctl(self, key: str) -> str | None:
         result = self.run(["cat", f"/proc/sys/{key}"], check=False)

@@ -143,11 +143,7 @@ class UnixServer:
             self.handle(conn)
         finally:
             self._connections.discard(conn)
-            self.disconnected(conn)
             conn.sock.close()
 
     def handle(self, conn: Connection) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def disconnected(self, conn: Connection) -> None:
-        pass

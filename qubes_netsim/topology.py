@@ -20,11 +20,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-from .netns import Netns, run, unique_prefix
+from .netns import Netns, run, unique_prefix, wait_for
 from .qubesdbd import QubesDBDouble
 from .xenstored import XenStoreDouble
 
@@ -157,8 +158,6 @@ class SimNetvm:
         proc = self.upstream.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._dnsmasq.append(proc)
         # Ready when it answers (dnsmasq binds before it forks nothing: poll).
-        from .netns import wait_for
-
         name = next(iter(records))
         wait_for(lambda: self.upstream.run(["dig", "+short", "+time=1", "+tries=1", f"@{address}", name],
                                            check=False).stdout.strip(), timeout=10, what=f"dnsmasq on {address}")
@@ -252,8 +251,11 @@ class SimNetvm:
 
     def vif_route(self, command: str, client: Client, *args: str, timeout: float = 60,
                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        argv = [bin_path("vif-route-qubes"), "--hooks-dir", self.hooks_dir, *args, command]
+        argv = self.vif_route_argv(*args, command)
         return self.netvm.run(argv, check=False, timeout=timeout, env=env or self.env(client))
+
+    def vif_route_argv(self, *args: str) -> list[str]:
+        return [bin_path("vif-route-qubes"), "--hooks-dir", self.hooks_dir, *args]
 
     def dnat_argv(self, *args: str) -> list[str]:
         return [bin_path("qubes-setup-dnat-to-ns"), "--resolv-conf", self.resolv_conf,
@@ -308,12 +310,23 @@ class SimNetvm:
 
     def counter(self, family: str, chain: str) -> int:
         """Packets counted by the counter rules of a qubes chain."""
-        total = 0
-        for item in self.netvm.nft_json("list", "chain", family, "qubes", chain):
-            for expr in item.get("rule", {}).get("expr", []):
-                if "counter" in expr and isinstance(expr["counter"], dict):
-                    total += expr["counter"].get("packets", 0)
-        return total
+        return self.netvm.counter_packets(family, "qubes", chain)
+
+    def forwarded_counter(self, saddr: str) -> Callable[[], int]:
+        """Count packets from ``saddr`` that the netvm forwards (a counting
+        rule added to its custom-forward chain)."""
+        family = "ip6" if ":" in saddr else "ip"
+        self.netvm.run(["nft", "add", "rule", family, "qubes", "custom-forward", family, "saddr", saddr, "counter"])
+
+        def from_saddr(rule: dict[str, Any]) -> bool:
+            return any(e.get("match", {}).get("right") == saddr for e in rule.get("expr", []))
+
+        return lambda: self.netvm.counter_packets(family, "qubes", "custom-forward", from_saddr)
+
+    def dnat_chain(self, handles: bool = False) -> str:
+        """The kernel's dnat-dns chain as ``nft list`` prints it ("" if absent)."""
+        argv = ["nft", *(["-a"] if handles else []), "list", "chain", "ip", "qubes", "dnat-dns"]
+        return self.netvm.run(argv, check=False).stdout
 
     # --- teardown ---
 
@@ -334,9 +347,3 @@ class SimNetvm:
         self.xenstore.stop()
         self.qubesdb.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SimNetvm:
-        return self.create()
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()

@@ -165,7 +165,7 @@ class XenStoreDouble(UnixServer):
             self.wait_if_frozen()
             try:
                 with self.lock:
-                    reply_kind, reply = self._dispatch(conn, kind, tx_id, payload)
+                    reply_kind, reply = self._dispatch(conn, kind, payload)
             except XsError as exc:
                 reply_kind, reply = ERROR, exc.errno_name.encode() + b"\0"
             except (UnicodeDecodeError, ValueError):
@@ -175,7 +175,7 @@ class XenStoreDouble(UnixServer):
                 watch_path, token = conn.state["watches"][-1]
                 self._send(conn, WATCH_EVENT, 0, 0, f"{watch_path}\0{token}\0".encode())
 
-    def _dispatch(self, conn: Connection, kind: int, tx_id: int, payload: bytes) -> tuple[int, bytes]:
+    def _dispatch(self, conn: Connection, kind: int, payload: bytes) -> tuple[int, bytes]:
         args = payload.split(b"\0")
         first = args[0].decode("ascii") if kind not in (WRITE,) else payload.split(b"\0", 1)[0].decode("ascii")
         if kind in (READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART, GET_PERMS, SET_PERMS, WATCH, UNWATCH):

@@ -7,17 +7,34 @@ so that a test can make any step fail and check the rollback; with --crash,
 the process dies there without any clean-up (as SIGKILL would); with
 --delete-link, the interface disappears just before the step (as when Xen
 destroys a vif in the middle of a hotplug).
+
+Tests build its command line with fault_argv(); importing this module for
+that loads none of the code under test (main() does, in the netvm).
 """
+
+from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
-from qubesnet.errors import ApplyError
-from vif_route_qubes import apply, cli
+if TYPE_CHECKING:
+    from qubes_netsim.topology import SimNetvm
+
+
+def fault_argv(sim: SimNetvm, step: int, *args: str, mode: str | None = None) -> list[str]:
+    """This runner's command line: vif-route-qubes ``args`` (with the
+    simulation's hooks directory, as SimNetvm.vif_route_argv), a fault
+    before step ``step``; ``mode`` "crash" or "delete-link" (default: fail)."""
+    return [sys.executable, os.path.abspath(__file__), *([f"--{mode}"] if mode else []), str(step),
+            *sim.vif_route_argv(*args)[1:]]
 
 
 def main() -> int:
+    from qubesnet.errors import ApplyError
+    from vif_route_qubes import apply, cli
+
     args = sys.argv[1:]
     mode = "fail"
     if args[0] in ("--crash", "--delete-link"):

@@ -8,7 +8,7 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -47,24 +47,12 @@ def answers(client: Client) -> dict[tuple[str, str], str | None]:
     }
 
 
-def chain_listing(sim: SimNetvm) -> str:
-    return sim.netvm.run(["nft", "-a", "list", "chain", "ip", "qubes", "dnat-dns"], check=False).stdout
-
-
-def dns_packets_upstream(sim: SimNetvm) -> "callable[[], int]":  # type: ignore[valid-type]
+def dns_packets_upstream(sim: SimNetvm) -> Callable[[], int]:
     """Count DNS packets reaching the upstream host (the uplink side)."""
     sim.upstream.run(["nft", "add table inet obs; add chain inet obs pre { type filter hook prerouting priority -500; };"
                       "add rule inet obs pre udp dport 53 counter; add rule inet obs pre tcp dport 53 counter"])
 
-    def count() -> int:
-        total = 0
-        for item in sim.upstream.nft_json("list", "chain", "inet", "obs", "pre"):
-            for expr in item.get("rule", {}).get("expr", []):
-                if "counter" in expr:
-                    total += expr["counter"]["packets"]
-        return total
-
-    return count
+    return lambda: sim.upstream.counter_packets("inet", "obs", "pre")
 
 
 def fake_systemctl(sim: SimNetvm) -> str:
@@ -117,12 +105,12 @@ def test_two_upstreams_are_paired_in_order(dns: tuple[SimNetvm, Client]) -> None
 def test_unchanged_input_exits_100_and_leaves_the_kernel_alone(dns: tuple[SimNetvm, Client]) -> None:
     sim, _ = dns
     assert sim.dnat().returncode == 0
-    before = chain_listing(sim)  # with handles: a replacement would renumber them
+    before = sim.dnat_chain(handles=True)  # with handles: a replacement would renumber them
 
     result = sim.dnat()
 
     assert result.returncode == 100, result.stderr
-    assert chain_listing(sim) == before
+    assert sim.dnat_chain(handles=True) == before
 
 
 def test_no_usable_upstream_drops_dns_to_both_addresses(dns: tuple[SimNetvm, Client]) -> None:
@@ -136,7 +124,7 @@ def test_no_usable_upstream_drops_dns_to_both_addresses(dns: tuple[SimNetvm, Cli
     assert "DNS to the virtual addresses is dropped" in result.stderr
     assert all(answer is None for answer in answers(client).values())
     assert seen_upstream() == 0, "no query may leave the netvm untranslated"
-    assert chain_listing(sim).count("drop") == 4
+    assert sim.dnat_chain(handles=True).count("drop") == 4
 
 
 def test_loopback_stub_is_skipped_with_a_log_line(dns: tuple[SimNetvm, Client]) -> None:
@@ -165,27 +153,27 @@ def test_garbage_in_resolv_conf_is_skipped(dns: tuple[SimNetvm, Client]) -> None
 def test_bad_virtual_dns_in_qubesdb_is_an_error_and_keeps_the_old_chain(dns: tuple[SimNetvm, Client]) -> None:
     sim, _ = dns
     assert sim.dnat().returncode == 0
-    before = chain_listing(sim)
+    before = sim.dnat_chain(handles=True)
     sim.qubesdb.write("/qubes-netvm-secondary-dns", "10.139.1.2; drop")
 
     result = sim.dnat()
 
     assert result.returncode == 1
     assert result.stderr.strip().endswith("/qubes-netvm-secondary-dns: bad address '10.139.1.2; drop'")
-    assert chain_listing(sim) == before
+    assert sim.dnat_chain(handles=True) == before
 
 
 def test_status_and_dry_run(dns: tuple[SimNetvm, Client]) -> None:
     sim, _ = dns
     sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
-    before = chain_listing(sim)
+    before = sim.dnat_chain(handles=True)
 
     dry = sim.dnat("--dry-run")
     status = sim.dnat("--status")
 
     assert dry.returncode == 0
     assert f"ip daddr 10.139.1.1 udp dport 53 dnat to {SERVER_A}" in dry.stdout
-    assert chain_listing(sim) == before
+    assert sim.dnat_chain(handles=True) == before
     assert f"10.139.1.1 -> {SERVER_A} ({sim.resolv_conf} line 1)" in status.stdout
     assert "differs" in status.stdout
     assert sim.dnat().returncode == 0
@@ -314,7 +302,7 @@ def test_bus_without_resolved_falls_back(dns: tuple[SimNetvm, Client], bus: Priv
 
 
 def _mapped_to(sim: SimNetvm, server: str) -> bool:
-    return chain_listing(sim).count(f"dnat to {server}") == 4
+    return sim.dnat_chain(handles=True).count(f"dnat to {server}") == 4
 
 
 def test_watch_follows_resolv_conf_and_resolved_within_a_second(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:

@@ -8,27 +8,9 @@ counters moved. A positive control shows the oracle sees real traffic.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from qubes_netsim.topology import UPSTREAM, UPSTREAM6, Client, SimNetvm
-
-
-def forwarded_counter(sim: SimNetvm, saddr: str) -> Callable[[], int]:
-    """Count packets from ``saddr`` that the netvm forwards."""
-    family, proto = ("ip6", "ip6") if ":" in saddr else ("ip", "ip")
-    sim.netvm.run(["nft", "add", "rule", family, "qubes", "custom-forward", proto, "saddr", saddr, "counter"])
-
-    def count() -> int:
-        total = 0
-        for item in sim.netvm.nft_json("list", "chain", family, "qubes", "custom-forward"):
-            expr = item.get("rule", {}).get("expr", [])
-            if any(e.get("match", {}).get("right") == saddr for e in expr):
-                total += sum(e["counter"]["packets"] for e in expr if "counter" in e)
-        return total
-
-    return count
 
 
 def send_as(client: Client, forged: str, count: int = 2) -> bool:
@@ -55,8 +37,8 @@ def two_clients(sim: SimNetvm) -> tuple[Client, Client]:
 
 def test_the_oracle_sees_real_traffic(sim: SimNetvm, two_clients: tuple[Client, Client]) -> None:
     client, _ = two_clients
-    forwarded = forwarded_counter(sim, "10.137.0.12")
-    forwarded6 = forwarded_counter(sim, "fd09:24ef:4179::a89:12")
+    forwarded = sim.forwarded_counter("10.137.0.12")
+    forwarded6 = sim.forwarded_counter("fd09:24ef:4179::a89:12")
     assert client.ping(UPSTREAM, count=2)
     assert client.ping(UPSTREAM6, count=2)
     assert forwarded() >= 2 and forwarded6() >= 2
@@ -74,7 +56,7 @@ def test_the_oracle_sees_real_traffic(sim: SimNetvm, two_clients: tuple[Client, 
 def test_forged_source_is_never_forwarded(sim: SimNetvm, two_clients: tuple[Client, Client], forged: str) -> None:
     attacker, _ = two_clients
     family = "ip6" if ":" in forged else "ip"
-    forwarded = forwarded_counter(sim, forged)
+    forwarded = sim.forwarded_counter(forged)
     drops = sim.counter(family, "antispoof")
 
     assert not send_as(attacker, forged)
@@ -86,7 +68,7 @@ def test_forged_source_is_never_forwarded(sim: SimNetvm, two_clients: tuple[Clie
 def test_client_without_ipv6_cannot_send_ipv6(sim: SimNetvm, two_clients: tuple[Client, Client]) -> None:
     _, ipv4_only = two_clients
     ipv4_only.ns.sh("ip -6 route add default dev eth0")
-    forwarded = forwarded_counter(sim, "fd09:24ef:4179::a89:13")
+    forwarded = sim.forwarded_counter("fd09:24ef:4179::a89:13")
 
     assert not send_as(ipv4_only, "fd09:24ef:4179::a89:13")
 
@@ -96,7 +78,7 @@ def test_client_without_ipv6_cannot_send_ipv6(sim: SimNetvm, two_clients: tuple[
 def test_address_of_an_offline_client_is_dropped(sim: SimNetvm, two_clients: tuple[Client, Client]) -> None:
     attacker, leaving = two_clients
     assert sim.vif_route("offline", leaving).returncode == 0
-    forwarded = forwarded_counter(sim, "10.137.0.13")
+    forwarded = sim.forwarded_counter("10.137.0.13")
 
     assert not send_as(attacker, "10.137.0.13")
 

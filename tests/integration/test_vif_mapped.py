@@ -8,26 +8,21 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from qubes_netsim.netns import Netns
+from qubes_netsim.netns import Netns, namespaces
 from qubes_netsim.topology import GATEWAY, UPSTREAM, VIRTUAL_DNS, Client, SimNetvm
 from tests import oracle
+from tests.integration.fault_runner import fault_argv
 
 REAL, VISIBLE, VISIBLE_GW = "10.138.7.9", "192.168.1.128", "192.168.1.1"
-RUNNER = os.path.join(os.path.dirname(__file__), "fault_runner.py")
 
 
 def domid() -> int:
     return random.randint(300, 32000)
-
-
-def namespaces() -> set[str]:
-    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
 
 @pytest.fixture
@@ -36,22 +31,9 @@ def mapped(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client]]:
     yield sim, sim.add_mapped_client(domid(), REAL, VISIBLE, VISIBLE_GW)
 
 
-def forwarded_from(sim: SimNetvm, saddr: str) -> "callable[[], int]":  # type: ignore[valid-type]
-    sim.netvm.run(["nft", "add", "rule", "ip", "qubes", "custom-forward", "ip", "saddr", saddr, "counter"])
-
-    def count() -> int:
-        for item in sim.netvm.nft_json("list", "chain", "ip", "qubes", "custom-forward"):
-            expr = item.get("rule", {}).get("expr", [])
-            if any(e.get("match", {}).get("right") == saddr for e in expr):
-                return sum(e["counter"]["packets"] for e in expr if "counter" in e)
-        return 0
-
-    return count
-
-
 def test_client_reaches_gateway_and_upstream_under_its_real_address(mapped: tuple[SimNetvm, Client]) -> None:
     sim, client = mapped
-    from_real, from_visible = forwarded_from(sim, REAL), forwarded_from(sim, VISIBLE)
+    from_real, from_visible = sim.forwarded_counter(REAL), sim.forwarded_counter(VISIBLE)
 
     result = sim.vif_route("online", client)
 
@@ -91,16 +73,16 @@ def test_forged_sources_never_leave_the_namespace(mapped: tuple[SimNetvm, Client
     sim, client = mapped
     assert sim.vif_route("online", client).returncode == 0
     assert client.ping(VISIBLE_GW), "the client knows its gateway's MAC: forged packets do go out"
-    seen = forwarded_from(sim, forged)
+    seen = sim.forwarded_counter(forged)
     client.ns.sh(f"ip addr add {forged}/32 dev eth0")
 
     assert not client.ping(UPSTREAM, source=forged, count=2, wait=1)
 
     assert seen() == 0
-    chain = Netns(f"{client.vif}-nat").nft_json("list", "chain", "netdev", "qubes-nat", "from-client")
-    spoof_rule = [i["rule"]["expr"] for i in chain if "rule" in i and any(
-        e.get("match", {}).get("op") == "!=" for e in i["rule"]["expr"])][0]
-    assert [e["counter"]["packets"] for e in spoof_rule if "counter" in e][0] >= 2
+    nat = Netns(f"{client.vif}-nat")
+    spoof_drops = nat.counter_packets("netdev", "qubes-nat", "from-client",
+                                      lambda rule: any(e.get("match", {}).get("op") == "!=" for e in rule["expr"]))
+    assert spoof_drops >= 2
 
 
 def test_arp_is_answered_only_for_the_visible_gateway(mapped: tuple[SimNetvm, Client]) -> None:
@@ -175,8 +157,7 @@ def test_every_step_of_a_mapped_online_rolls_back(mapped: tuple[SimNetvm, Client
     before_ns = namespaces()
     before = oracle.snapshot(sim.netvm)
     for step in range(64):
-        argv = [sys.executable, RUNNER, str(step), "--hooks-dir", sim.hooks_dir, "online"]
-        result = sim.netvm.run(argv, check=False, env=sim.env(client))
+        result = sim.netvm.run(fault_argv(sim, step, "online"), check=False, env=sim.env(client))
         if result.returncode == 0:
             break
         assert f"injected fault before step {step}" in result.stderr
@@ -191,7 +172,7 @@ def test_every_step_of_a_mapped_online_rolls_back(mapped: tuple[SimNetvm, Client
 def test_a_crashed_run_is_cleaned_up_by_the_next_one(mapped: tuple[SimNetvm, Client], crash_at: int) -> None:
     sim, client = mapped
     before_ns = namespaces()
-    argv = [sys.executable, RUNNER, "--crash", str(crash_at), "--hooks-dir", sim.hooks_dir, "online"]
+    argv = fault_argv(sim, crash_at, "online", mode="crash")
     assert sim.netvm.run(argv, check=False, env=sim.env(client)).returncode == 137
 
     assert sim.vif_route("online", client).returncode == 0

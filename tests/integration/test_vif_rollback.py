@@ -8,16 +8,12 @@ real kernel.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 from qubes_netsim.topology import UPSTREAM, Client, SimNetvm
 from qubes_netsim.xenstored import WRITE
 from tests import oracle
-
-RUNNER = os.path.join(os.path.dirname(__file__), "fault_runner.py")
+from tests.integration.fault_runner import fault_argv
 
 
 def _client(sim: SimNetvm) -> Client:
@@ -37,8 +33,7 @@ def test_every_step_of_online_rolls_back(sim: SimNetvm) -> None:
     before = oracle.snapshot(sim.netvm, ("vif12.0",))
     failures = 0
     for step in range(64):
-        argv = [sys.executable, RUNNER, str(step), "--hooks-dir", sim.hooks_dir, "online"]
-        result = sim.netvm.run(argv, check=False, env=sim.env(client))
+        result = sim.netvm.run(fault_argv(sim, step, "online"), check=False, env=sim.env(client))
         if result.returncode == 0:
             break
         failures += 1

@@ -32,16 +32,15 @@ from typing import Any, NamedTuple
 import pytest
 
 from qubes_netsim.dbus import FakeResolved, PrivateBus
+from qubes_netsim.netns import namespaces
 from qubes_netsim.topology import GATEWAY, UPSTREAM, Client, SimNetvm
 from tests import oracle
 from tests.reliability.conftest import Ledger
 
 CATEGORY = "bad inputs"
-NETNS_DIR = "/run/netns"
 MAPPED_REAL = "10.138.7.9"  # in 10.138.0.0/16: online looks for a mapping
 MAPPED_VISIBLE = "10.137.0.113"
 OTHER_VIF = "<other-vif>"  # placeholder: the other client's vif name, known only at run time
-DNAT_CHAIN = ["nft", "-a", "list", "chain", "ip", "qubes", "dnat-dns"]  # with handles: a reload renumbers them
 VIF_LINE = re.compile(r"vif-route-qubes: (?P<label>.*?) failed: (?P<message>.*)")
 
 
@@ -64,8 +63,7 @@ def world(shared_sim: SimNetvm) -> World:
 
 
 def vif_namespaces(prefixes: set[str]) -> set[str]:
-    names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
-    return {name for name in names if any(p and name.startswith(p) for p in prefixes)}
+    return {name for name in namespaces() if any(p and name.startswith(p) for p in prefixes)}
 
 
 def write_file(path: str, data: bytes) -> None:
@@ -410,10 +408,6 @@ DNAT_SAFE_CASES = [
 DNAT_CASES = DNAT_ERROR_CASES + DNAT_SAFE_CASES
 
 
-def dnat_chain(sim: SimNetvm) -> str:
-    return sim.netvm.run(DNAT_CHAIN, check=False).stdout
-
-
 @pytest.fixture
 def good_dnat(world: World) -> Iterator[SimNetvm]:
     """The chain installed by a good run (198.51.100.1); everything restored afterwards."""
@@ -454,12 +448,13 @@ def test_setup_dnat_to_ns_rejects(good_dnat: SimNetvm, ledger: Ledger, case: Dna
     apply_qubesdb(sim, case.qdb)
     if case.resolv_conf is not None:
         write_file(sim.resolv_conf, case.resolv_conf)
-    state_before, chain_before = oracle.snapshot(sim.netvm), dnat_chain(sim)
+    # The chain with handles: a reload renumbers them.
+    state_before, chain_before = oracle.snapshot(sim.netvm), sim.dnat_chain(handles=True)
     assert f"dnat to {UPSTREAM}" in chain_before
 
     result = run_dnat_case(sim, case)
 
-    state_after, chain_after = oracle.snapshot(sim.netvm), dnat_chain(sim)
+    state_after, chain_after = oracle.snapshot(sim.netvm), sim.dnat_chain(handles=True)
     lines = result.stderr.splitlines()
     if case.exit == 1:
         # Exactly one line, naming the key right after the program's prefix.

@@ -11,26 +11,20 @@ rerunning the same command converges to exactly the state of a clean run.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from qubes_netsim.topology import UPSTREAM, Client, SimNetvm, bin_path
+from qubes_netsim.topology import UPSTREAM, Client, SimNetvm
 from qubes_netsim.xenstored import READ, WRITE
 from tests import oracle
+from tests.integration.fault_runner import fault_argv
+from tests.integration.test_vif_rollback import _client
 from tests.reliability.conftest import Ledger, size
-
-RUNNER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "integration", "fault_runner.py")
-
-
-def _client(sim: SimNetvm) -> Client:
-    return sim.add_client(12, "10.137.0.12", "fd09:24ef:4179::a89:12")
 
 
 def _vif_elements(sim: SimNetvm, client: Client) -> set[object]:
@@ -142,8 +136,7 @@ table ip6 qubes {
 def test_interface_disappearing_between_steps(sim: SimNetvm, ledger: Ledger, step: int) -> None:
     client = _client(sim)
     baseline = oracle.ruleset(sim.netvm)
-    argv = [sys.executable, RUNNER, "--delete-link", str(step), "--hooks-dir", sim.hooks_dir, "online"]
-    result = sim.netvm.run(argv, check=False, env=sim.env(client))
+    result = sim.netvm.run(fault_argv(sim, step, "online", mode="delete-link"), check=False, env=sim.env(client))
     left = _vif_elements(sim, client)
     offline = sim.vif_route("offline", client)
     survived = (result.returncode == 1 and not left and offline.returncode == 0
@@ -177,12 +170,11 @@ def test_sigkill_at_random_points_then_rerun_converges(sim: SimNetvm, ledger: Le
     assert offline_state["ruleset"] == baseline["ruleset"]
 
     kills = size(12, 60)
-    argv = [bin_path("vif-route-qubes"), "--hooks-dir", sim.hooks_dir]
     failures = []
     landed = 0
     for n in range(kills):
         command = rng.choice(("online", "offline"))
-        proc = sim.netvm.popen(argv + [command], env=sim.env(client), stdout=subprocess.DEVNULL,
+        proc = sim.netvm.popen(sim.vif_route_argv(command), env=sim.env(client), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         _kill_after(proc, rng.uniform(0, duration * 1.2))
         landed += proc.wait(timeout=30) == -signal.SIGKILL
@@ -203,13 +195,12 @@ def test_two_processes_for_the_same_vif(sim: SimNetvm, ledger: Ledger) -> None:
     online_state = oracle.snapshot(sim.netvm, (client.vif,))
     assert sim.vif_route("offline", client).returncode == 0
     offline_state = oracle.snapshot(sim.netvm, (client.vif,))
-    argv = [bin_path("vif-route-qubes"), "--hooks-dir", sim.hooks_dir]
     failures = []
     for n, pair in enumerate([("online", "online"), ("online", "offline"), ("offline", "online")] * size(2, 6)):
         results: list[int] = []
 
         def run(command: str) -> None:
-            results.append(sim.netvm.run(argv + [command], check=False, env=sim.env(client)).returncode)
+            results.append(sim.netvm.run(sim.vif_route_argv(command), check=False, env=sim.env(client)).returncode)
 
         threads = [threading.Thread(target=run, args=(c,)) for c in pair]
         for thread in threads:

@@ -10,17 +10,17 @@ from __future__ import annotations
 import subprocess
 from ipaddress import ip_address
 
-from qubes_netsim.topology import SimNetvm, bin_path
+from qubes_netsim.topology import SimNetvm
 from tests.reliability.conftest import Ledger, size
 
 
 def _run_all(sim: SimNetvm, work: list[tuple[int, str]]) -> list[int]:
     """Start every (domid, command) at once; their exit statuses."""
-    argv = [bin_path("vif-route-qubes"), "--hooks-dir", sim.hooks_dir]
     procs = []
     for domid, command in work:
         env = sim.env(vif=f"vif{domid}.0", XENBUS_PATH=f"backend/vif/{domid}/0")
-        procs.append(sim.netvm.popen(argv + [command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        procs.append(sim.netvm.popen(sim.vif_route_argv(command), env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE))
     return [proc.wait(timeout=300) for proc in procs]
 
 

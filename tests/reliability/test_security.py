@@ -20,6 +20,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,6 @@ from qubes_netsim.topology import (
     VIF_MAC,
     Client,
     SimNetvm,
-    bin_path,
 )
 from qubes_netsim.xenstored import WRITE
 from tests.reliability.conftest import FULL, Ledger
@@ -63,11 +63,17 @@ class Counters:
             self.labels[label] = 0
 
     def read(self, label: str) -> int:
-        for item in self.ns.nft_json("list", "chain", self.family, self.table, self.chain):
-            rule = item.get("rule", {})
+        found: list[dict[str, Any]] = []
+
+        def labelled(rule: dict[str, Any]) -> bool:
             if rule.get("comment") == label:
-                return sum(e["counter"]["packets"] for e in rule.get("expr", []) if "counter" in e)
-        raise AssertionError(f"no oracle rule {label!r}")
+                found.append(rule)
+            return rule.get("comment") == label
+
+        packets = self.ns.counter_packets(self.family, self.table, self.chain, labelled)
+        if not found:
+            raise AssertionError(f"no oracle rule {label!r}")
+        return packets
 
 
 @dataclass
@@ -280,8 +286,7 @@ def test_nothing_passes_while_online_is_still_running(net: Net, ledger: Ledger) 
     sim, client = net.sim, net.p
     status = f"{sim.xenstore.home()}/{client.xenbus_path}/hotplug-status"
     sim.xenstore.freeze_on = (WRITE, status)
-    argv = [bin_path("vif-route-qubes"), "--hooks-dir", sim.hooks_dir, "--timeout", "60", "online"]
-    proc = sim.netvm.popen(argv, env=sim.env(client))
+    proc = sim.netvm.popen(sim.vif_route_argv("--timeout", "60", "online"), env=sim.env(client))
     try:
         wait_for(lambda: sim.xenstore.frozen, timeout=30, what="online to reach its status write")
         own, foreign = str(client.ipv4), str(net.a.ipv4)

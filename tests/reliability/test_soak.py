@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from qubes_netsim.netns import wait_for
+from qubes_netsim.netns import namespaces, wait_for
 from qubes_netsim.topology import UPSTREAM, SimNetvm
 from tests import oracle
 from tests.reliability.conftest import Ledger, size
@@ -24,8 +24,7 @@ RSS_SLACK_KB = 2048  # the allocator's own variation, not a leak
 
 
 def _namespaces(prefix: str) -> set[str]:
-    names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
-    return {n for n in names if n.startswith(prefix) or n.startswith("vif12.0")}
+    return {n for n in namespaces() if n.startswith(prefix) or n.startswith("vif12.0")}
 
 
 def _conntrack_count(sim: SimNetvm) -> int:
@@ -90,7 +89,7 @@ def test_watch_mode_stays_flat(sim: SimNetvm, ledger: Ledger) -> None:
                               stderr=subprocess.DEVNULL)
 
     def chain_points_at(server: str) -> bool:
-        return sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns"], check=False).stdout.count(server) == 4
+        return sim.dnat_chain().count(server) == 4
 
     try:
         wait_for(lambda: chain_points_at(servers[0]), timeout=15, what="the first chain")

@@ -660,9 +660,6 @@ def check_host(addr: object, *, link_local_ok: bool = False) -> None:
         assert link_local_ok or addr not in LINK_LOCAL6
 
 
-
-
-
 def check_address_list(key: str, text: str) -> None:
     try:
         parsed = parse_address_list(key, text)
@@ -940,9 +937,6 @@ def test_online_then_offline_restores_the_model(scenario: tuple[VifInputs, Facts
     assert model == set()
 
 
-
-
-
 @HEAVY
 @given(scenarios(), link_addresses)
 def test_offline_plan_order(scenario: tuple[VifInputs, Facts], on_link: list[tuple[IPAddress, int]]) -> None:
@@ -1035,9 +1029,6 @@ def test_plan_mapped_converges(m: Mapping, ifname: str, mac: str | None, ns_exis
         return
     assert isinstance(steps[-1], ConfigureNamespace)
     check_commands(list(steps[-1].rules), {ifname, peer}, mapping_addresses(m))
-
-
-
 
 
 @HEAVY

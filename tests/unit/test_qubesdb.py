@@ -71,7 +71,7 @@ def test_invalid_paths_are_refused_before_sending(qdb: QubesDB) -> None:
             qdb.read(path)
 
 
-def test_daemon_error_is_a_store_error(qdbd: QubesDBDouble, qdb: QubesDB) -> None:
+def test_daemon_error_is_a_store_error(qdb: QubesDB) -> None:
     with pytest.raises(StoreError, match="refused"):
         qdb.read("/bad path")  # valid for us, not for the daemon's character set
 

@@ -117,7 +117,7 @@ def test_watch_events_between_replies_are_skipped(tmp_path: object) -> None:
     listener.close()
 
 
-def test_default_address_order(tmp_path: object) -> None:
+def test_default_address_order() -> None:
     assert default_address({"XENSTORED_PATH": "/x/y"}) == "/x/y"
     assert default_address({}) in ("/var/run/xenstored/socket", "/dev/xen/xenbus")
 
