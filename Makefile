@@ -33,7 +33,7 @@ all: venv
 # (python3-nftables) must match the system's libnftables and comes from there.
 $(VENV)/.stamp: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VPY) -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.stamp

@@ -26,10 +26,20 @@ CHAIN_CUSTOM_FORWARD: Final = "custom-forward"
 CHAIN_ICMPV6: Final = "_icmpv6"
 CHAIN_DNAT_DNS: Final = "dnat-dns"
 
+# nftables set element types, per family
+ADDR_TYPE: Final = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
+PRIO_RAW: Final = -300  # the prerouting anti-spoofing chain runs before conntrack
+
 # Optional acceleration: an inet table holding a flowtable over vifs and uplinks.
+FLOW_FAMILY: Final = "inet"
 FLOW_TABLE: Final = "qubes-flowtable"
 FLOWTABLE: Final = "ft"
 FLOW_CHAIN: Final = "forward"
+FLOW_PRIO: Final = 10  # after the filter chains: only flows every chain accepted
+
+# A mapped vif's private namespace: its netdev table and the netvm end's MAC.
+NAT_TABLE: Final = "qubes-nat"
+VIF_MAC: Final = "fe:ff:ff:ff:ff:ff"  # the netvm side of every vif, as Xen's netback has it
 
 # --- interface groups (the uplink is group 1: not ours to set) ---
 VIF_GROUP: Final = 2
@@ -42,6 +52,7 @@ XENBUS_DEVICE: Final = "/dev/xen/xenbus"
 XENSTORE_MAX_PAYLOAD: Final = 4096
 HOTPLUG_LOG: Final = "/var/log/xen/xen-hotplug.log"
 LOCK_FILE: Final = "/run/xen-hotplug/qubes-vif-route.lock"
+LOCK_TIMEOUT: Final = 30.0  # seconds an event waits for another holding its vif or addresses
 
 # --- QubesDB ---
 QUBESDB_SOCKET: Final = "/var/run/qubes/qubesdb.sock"
@@ -63,6 +74,13 @@ SERVICE_HARDEN: Final = "harden-network-interfaces"
 SERVICE_FLOWTABLE: Final = "network-flowtable"
 # Mapped clients may not reach the netvm's real addresses (default off).
 SERVICE_HIDE_NETVM: Final = "hide-netvm-addresses"
+
+# Sysctls of the harden-network-interfaces service, per family (contract).
+HARDEN_IPV4: Final = (("accept_redirects", "0"), ("send_redirects", "0"), ("accept_source_route", "0"))
+HARDEN_IPV6: Final = (
+    ("accept_redirects", "0"), ("accept_source_route", "0"), ("accept_ra", "0"), ("accept_dad", "0"),
+    ("dad_transmits", "0"),
+)
 
 # --- files an administrator controls ---
 NETWORK_HOOKS_DIR: Final = "/rw/config/network-hooks.d"

@@ -1,12 +1,18 @@
-"""The base nftables layout of a Qubes network VM, as pure JSON builders.
+"""The anti-spoofing objects of the netvm's nftables layout, as pure JSON builders.
 
-Normally the netvm's firewall set-up loads this layout at boot. When a
-hotplug finds pieces missing (a netvm booted without it, or an administrator
-flushed the ruleset), it adds exactly the missing chains, each with its
-rules, in the same transaction as its own changes: never an antispoof chain
-without its rules, never a set element without its set.
+The netvm's base ruleset (Qubes' ``qubes-antispoof.nft``, loaded at boot)
+holds, per family, table ``qubes`` with sets ``downstream`` and ``allowed``
+and chains ``prerouting`` and ``antispoof``. These are what the hotplug's
+set elements live in, so an event that finds some of them missing (a netvm
+booted without its base ruleset, an administrator's ``nft flush ruleset``)
+creates exactly the missing ones, in the same transaction as its elements:
+never an element without its set, never an antispoof chain without its
+rules. The filter and nat chains (``input``, ``forward``, ``postrouting``,
+``custom-*``) belong to the netvm's firewall service: no hotplug event
+creates or removes them.
 
-The ``dnat-dns`` chain is not part of it: qubes-setup-dnat-to-ns owns it.
+One builder gives both directions: ``present=False`` with the same
+arguments removes exactly what ``present=True`` creates.
 """
 
 from __future__ import annotations
@@ -15,172 +21,81 @@ from collections.abc import Callable, Collection
 
 from . import nftjson as j
 from .constants import (
+    ADDR_TYPE,
     CHAIN_ANTISPOOF,
-    CHAIN_CUSTOM_FORWARD,
-    CHAIN_CUSTOM_INPUT,
-    CHAIN_FORWARD,
-    CHAIN_ICMPV6,
-    CHAIN_INPUT,
-    CHAIN_POSTROUTING,
     CHAIN_PREROUTING,
+    PRIO_RAW,
     QUBES_TABLE,
     SET_ALLOWED,
     SET_DOWNSTREAM,
     VIF_GROUP,
 )
 
-T = QUBES_TABLE
-ADDR_TYPE = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
-SADDR = {"ip": j.payload("ip", "saddr"), "ip6": j.payload("ip6", "saddr")}
-PRIO_RAW, PRIO_FILTER, PRIO_SRCNAT = -300, 0, 100
+SETS = (SET_DOWNSTREAM, SET_ALLOWED)
+CHAINS = (CHAIN_ANTISPOOF, CHAIN_PREROUTING)  # creation order: a goto target before its user
 
-FROM_VIF = j.match(j.meta("iifgroup"), VIF_GROUP)
-NOT_FROM_VIF = j.match(j.meta("iifgroup"), VIF_GROUP, op="!=")
-TO_VIF = j.match(j.meta("oifgroup"), VIF_GROUP)
-CT_INVALID = j.match(j.ct("state"), "invalid", op="in")
-CT_ESTABLISHED = j.match(j.ct("state"), ["established", "related"], op="in")
+
+def _saddr(family: str) -> j.Json:
+    return j.payload(family, "saddr")
 
 
 def _rules_prerouting(family: str) -> list[list[j.Json]]:
     # Every packet from a vif must pass antispoof; a client address arriving
     # on any other interface is forged (it can only live behind its vif).
     return [
-        [FROM_VIF, j.goto(CHAIN_ANTISPOOF)],
-        [j.match(SADDR[family], f"@{SET_DOWNSTREAM}"), j.COUNTER, j.DROP],
+        [j.match(j.meta("iifgroup"), VIF_GROUP), j.goto(CHAIN_ANTISPOOF)],
+        [j.match(_saddr(family), f"@{SET_DOWNSTREAM}"), j.COUNTER, j.DROP],
     ]
 
 
 def _rules_antispoof(family: str) -> list[list[j.Json]]:
     return [
-        [j.match(j.concat(j.meta("iifname"), SADDR[family]), f"@{SET_ALLOWED}"), j.ACCEPT],
+        [j.match(j.concat(j.meta("iifname"), _saddr(family)), f"@{SET_ALLOWED}"), j.ACCEPT],
         [j.COUNTER, j.DROP],
     ]
 
 
-def _rules_postrouting(family: str) -> list[list[j.Json]]:
-    return [
-        [TO_VIF, j.ACCEPT],
-        [j.match(j.meta("oif"), "lo"), j.ACCEPT],
-        [j.MASQUERADE],
-    ]
+def _set(family: str, name: str) -> j.Json:
+    type_: str | list[str] = ADDR_TYPE[family] if name == SET_DOWNSTREAM else ["ifname", ADDR_TYPE[family]]
+    return j.set_(family, QUBES_TABLE, name, type_)
 
 
-def _rules_input(family: str) -> list[list[j.Json]]:
-    if family == "ip":
-        return [
-            [j.jump(CHAIN_CUSTOM_INPUT)],
-            [CT_INVALID, j.COUNTER, j.DROP],
-            [FROM_VIF, j.match(j.payload("udp", "dport"), 68), j.COUNTER, j.DROP],
-            [CT_ESTABLISHED, j.ACCEPT],
-            [FROM_VIF, j.match(j.meta("l4proto"), "icmp"), j.ACCEPT],
-            [j.match(j.meta("iif"), "lo"), j.ACCEPT],
-            [FROM_VIF, j.COUNTER, j.reject("icmp", "host-prohibited")],
-            [j.COUNTER],
-        ]
-    link_local = j.prefix("fe80::", 64)
-    return [
-        [j.jump(CHAIN_CUSTOM_INPUT)],
-        [CT_INVALID, j.COUNTER, j.DROP],
-        [CT_ESTABLISHED, j.ACCEPT],
-        [FROM_VIF, j.goto(CHAIN_ICMPV6)],
-        [j.match(j.meta("iif"), "lo"), j.ACCEPT],
-        [
-            j.match(j.payload("ip6", "saddr"), link_local),
-            j.match(j.payload("ip6", "daddr"), link_local),
-            j.match(j.payload("udp", "dport"), 546),
-            j.ACCEPT,
-        ],
-        [j.match(j.meta("l4proto"), "ipv6-icmp"), j.ACCEPT],
-        [j.COUNTER],
-    ]
+def _chain(family: str, name: str) -> j.Json:
+    if name == CHAIN_PREROUTING:
+        return j.chain(family, QUBES_TABLE, name, type_="filter", hook="prerouting", prio=PRIO_RAW, policy="accept")
+    return j.chain(family, QUBES_TABLE, name)
 
 
-def _rules_icmpv6(family: str) -> list[list[j.Json]]:
-    return [
-        [j.match(j.meta("l4proto"), "ipv6-icmp", op="!="), j.COUNTER, j.reject("icmpv6", "admin-prohibited")],
-        [
-            j.match(j.payload("icmpv6", "type"), j.anon_set("nd-router-advert", "nd-redirect")),
-            j.COUNTER,
-            j.DROP,
-        ],
-        [j.ACCEPT],
-    ]
-
-
-def _rules_forward(family: str) -> list[list[j.Json]]:
-    # New connections only from vifs, never towards another vif.
-    return [
-        [j.jump(CHAIN_CUSTOM_FORWARD)],
-        [CT_INVALID, j.COUNTER, j.DROP],
-        [CT_ESTABLISHED, j.ACCEPT],
-        [NOT_FROM_VIF, j.COUNTER, j.DROP],
-        [TO_VIF, j.COUNTER, j.DROP],
-    ]
-
-
-def _no_rules(family: str) -> list[list[j.Json]]:
-    return []
-
-
-Hook = tuple[str, str, int, str]  # type, hook, priority, policy
-ChainSpec = tuple[str, Hook | None, Callable[[str], list[list[j.Json]]]]
-
-# In creation order: jump and goto targets come before the chains using them.
-CHAINS: dict[str, tuple[ChainSpec, ...]] = {
-    "ip": (
-        (CHAIN_ANTISPOOF, None, _rules_antispoof),
-        (CHAIN_PREROUTING, ("filter", "prerouting", PRIO_RAW, "accept"), _rules_prerouting),
-        (CHAIN_CUSTOM_INPUT, None, _no_rules),
-        (CHAIN_CUSTOM_FORWARD, None, _no_rules),
-        (CHAIN_INPUT, ("filter", "input", PRIO_FILTER, "drop"), _rules_input),
-        (CHAIN_FORWARD, ("filter", "forward", PRIO_FILTER, "accept"), _rules_forward),
-        (CHAIN_POSTROUTING, ("nat", "postrouting", PRIO_SRCNAT, "accept"), _rules_postrouting),
-    ),
-    "ip6": (
-        (CHAIN_ANTISPOOF, None, _rules_antispoof),
-        (CHAIN_PREROUTING, ("filter", "prerouting", PRIO_RAW, "accept"), _rules_prerouting),
-        (CHAIN_CUSTOM_INPUT, None, _no_rules),
-        (CHAIN_CUSTOM_FORWARD, None, _no_rules),
-        (CHAIN_ICMPV6, None, _rules_icmpv6),
-        (CHAIN_INPUT, ("filter", "input", PRIO_FILTER, "drop"), _rules_input),
-        (CHAIN_FORWARD, ("filter", "forward", PRIO_FILTER, "accept"), _rules_forward),
-        (CHAIN_POSTROUTING, ("nat", "postrouting", PRIO_SRCNAT, "accept"), _rules_postrouting),
-    ),
+RULES: dict[str, Callable[[str], list[list[j.Json]]]] = {
+    CHAIN_PREROUTING: _rules_prerouting,
+    CHAIN_ANTISPOOF: _rules_antispoof,
 }
 
 
-def required_chains(family: str) -> frozenset[str]:
-    return frozenset(name for name, _, _ in CHAINS[family])
+def build_antispoof(
+    family: str, *, table: bool, sets: Collection[str], chains: Collection[str], present: bool = True
+) -> list[j.Json]:
+    """Create (``present``) or remove the anti-spoofing objects *missing* before.
 
-
-def build_missing_layout(family: str, existing_chains: Collection[str]) -> list[j.Json]:
-    """Commands adding what is missing of the family's layout ([] if complete)."""
-    missing = [spec for spec in CHAINS[family] if spec[0] not in existing_chains]
-    if not missing:
+    ``table``, ``sets`` and ``chains`` say what existed: only the rest is
+    created, and only the rest is removed again.
+    """
+    missing_sets = [name for name in SETS if name not in sets]
+    missing_chains = [name for name in CHAINS if name not in chains]
+    if table and not missing_sets and not missing_chains:
         return []
-    commands = [
-        j.add(j.table(family, T)),
-        # `add` of an existing set or chain is a no-op: safe to repeat.
-        j.add(j.set_(family, T, SET_DOWNSTREAM, ADDR_TYPE[family])),
-        j.add(j.set_(family, T, SET_ALLOWED, ["ifname", ADDR_TYPE[family]])),
-    ]
-    for name, hook, _ in missing:
-        if hook is None:
-            commands.append(j.add(j.chain(family, T, name)))
-        else:
-            type_, hook_name, prio, policy = hook
-            commands.append(j.add(j.chain(family, T, name, type_=type_, hook=hook_name, prio=prio, policy=policy)))
-    for name, _, rules in missing:
-        commands.extend(j.add(j.rule(family, T, name, *expr)) for expr in rules(family))
+    if not present:
+        if not table:
+            return [j.delete(j.table(family, QUBES_TABLE))]
+        # Users first: a chain still jumped to, or a set still matched, cannot go.
+        return [j.delete(_chain(family, name)) for name in reversed(missing_chains)] + [
+            j.delete(_set(family, name)) for name in reversed(missing_sets)
+        ]
+    commands: list[j.Json] = []
+    if not table:
+        commands.append(j.add(j.table(family, QUBES_TABLE)))
+    commands += [j.add(_set(family, name)) for name in missing_sets]
+    commands += [j.add(_chain(family, name)) for name in missing_chains]
+    for name in missing_chains:
+        commands += [j.add(j.rule(family, QUBES_TABLE, name, *expr)) for expr in RULES[name](family)]
     return commands
-
-
-def build_layout_removal(family: str, existing_chains: Collection[str], table_existed: bool) -> list[j.Json]:
-    """Commands undoing ``build_missing_layout`` with the same arguments."""
-    missing = [spec[0] for spec in CHAINS[family] if spec[0] not in existing_chains]
-    if not missing:
-        return []
-    if not table_existed:
-        return [j.delete(j.table(family, T))]
-    # Users of a chain first: a chain still jumped to cannot be deleted.
-    return [j.delete(j.chain(family, T, name)) for name in reversed(missing)]

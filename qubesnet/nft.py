@@ -2,15 +2,20 @@
 
 ``run`` sends a list of commands as one transaction (the kernel applies all
 of it or none); ``query`` runs one read-only command and returns the JSON
-objects it lists. With ``dry_run`` set, ``run`` only logs what it would
-have sent (at debug level).
+objects it lists, None when the object is absent, and raises when listing
+failed for any other reason (never "nothing there" for "could not look");
+``accepts`` asks the kernel whether it would take a transaction, without
+committing it (``nft --check``). With ``dry_run`` set, ``run`` only logs
+what it would have sent (at debug level).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -21,6 +26,12 @@ from .nftjson import Json, transaction
 log = logging.getLogger(__name__)
 
 _shared: dict[int, Any] = {}  # network namespace inode -> libnftables context
+# libnftables reports the kernel's errno only as its strerror text.
+ABSENT = os.strerror(errno.ENOENT)
+
+
+def _one_line(error: object) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def _new_context() -> Any:
@@ -65,7 +76,7 @@ class Nft:
 
             note_commit()
         if rc != 0:
-            message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            message = _one_line(error)
             raise ApplyError(
                 f"nftables refused the {what} transaction: {message or f'error {rc}'}",
                 detail=json.dumps(transaction(commands)),
@@ -81,12 +92,28 @@ class Nft:
         if terse:
             self._ctx.set_terse_output(True)
         try:
-            rc, output, _error = self._ctx.json_cmd(transaction([command]))
+            rc, output, error = self._ctx.json_cmd(transaction([command]))
         finally:
             if terse:
                 self._ctx.set_terse_output(False)
         if rc != 0:
-            return None
+            message = _one_line(error)
+            if ABSENT in message:
+                return None
+            raise ApplyError(f"nftables cannot list {json.dumps(command)[:120]}: {message or f'error {rc}'}")
         if not output:
             return []
         return [item for item in output.get("nftables", []) if "metainfo" not in item]
+
+    def accepts(self, commands: list[Json]) -> tuple[bool, str]:
+        """Whether the kernel would apply ``commands`` (checked, then aborted), and why not.
+
+        Used as a probe: a delete of an element is accepted exactly when the
+        element is there; a flowtable exactly when the kernel supports them.
+        """
+        self._ctx.set_dry_run(True)
+        try:
+            rc, _output, error = self._ctx.json_cmd(transaction(commands))
+        finally:
+            self._ctx.set_dry_run(False)
+        return rc == 0, _one_line(error)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from qubesnet.netlink.ctnl import Conntrack
     from qubesnet.xenstore import XenStore
 
-    from .apply import Gateways
+    from .gateways import Gateways
     from .inputs import VifEnv
 
 log = logging.getLogger("vif-route-qubes")
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             # Called by udev while libxl runs the hotplug scripts itself.
             log.debug("%s: libxl handles hotplug (libxl/disable_udev); nothing to do", label)
             return ExitCode.OK
-        outcome = _run(args, env, xs, HotplugStatus(xs, env.xenbus_path, args.dry_run))
+        outcome = _run(args, env, xs, HotplugStatus(xs, env.xenbus_path))
     except QubesNetError as exc:
         log.error("%s failed: %s", label, exc)
         _report_failure(environ, xs, str(exc), args)
@@ -133,13 +133,15 @@ def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: st
 
     from .inputs import parse_xenbus_env
 
+    if args.dry_run:
+        return  # a dry run writes nothing, not even its failure
     try:
         xenbus_path = parse_xenbus_env(environ)
         if xs is None or not xs.usable:
             with XenStore.open(default_address(environ), args.timeout) as fresh:
-                HotplugStatus(fresh, xenbus_path, args.dry_run).error(message)
+                HotplugStatus(fresh, xenbus_path).error(message)
         else:
-            HotplugStatus(xs, xenbus_path, args.dry_run).error(message)
+            HotplugStatus(xs, xenbus_path).error(message)
     except QubesNetError as exc:
         log.debug("failure not reported to XenStore: %s", exc)
 
@@ -168,16 +170,17 @@ def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugSta
         from qubesnet.nft import Nft
         from qubesnet.sysctl import Sysctl
 
-        from .apply import Gateways
+        from .gateways import Gateways, namespaces_gateway
         from .hooks import Hooks
 
         gw = Gateways(
-            rtnl=Rtnl(dry_run=dry),
-            nft=Nft.shared(dry_run=dry),
-            sysctl=Sysctl(dry_run=dry),
+            rtnl=Rtnl(),
+            nft=Nft.shared(),
+            sysctl=Sysctl(),
             conntrack=conntrack,
-            hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT, dry_run=dry),
+            hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT),
             status=status,
+            namespaces=namespaces_gateway(),
         )
         keep_until_exit(gw)  # sockets stay open until the process ends (see qubesnet.leave)
         return gw

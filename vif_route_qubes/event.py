@@ -1,37 +1,41 @@
-"""One vif event from start to end: read, lock, observe, plan, apply."""
+"""One vif event from start to end: read, lock, observe, describe, diff, apply.
+
+    XenStore, QubesDB --read_inputs--> VifInputs
+    kernel --observe.read_environment--> Environment
+    (VifInputs, Environment) --describe--> VifState          (pure)
+    kernel --observe.read_observed(VifState)--> Observed
+    (VifState, Observed) --diff.plan_online/plan_offline--> Plan   (pure)
+    Plan --Applier(handlers, gateways)--> kernel, XenStore
+
+This module decides nothing about the vif itself: it sequences the others
+and holds the locks.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable
-from ipaddress import ip_address
 from typing import TYPE_CHECKING, NamedTuple
 
-from qubesnet.constants import LOCK_FILE, QDB_MAPPED_PREFIX, QUBES_TABLE, SET_ALLOWED
-from qubesnet.errors import ApplyError
+from qubesnet.constants import LOCK_FILE, LOCK_TIMEOUT
+from qubesnet.errors import ApplyError, StoreError
 from qubesnet.locks import KeyLocks
-from qubesnet.nft import Nft
 from qubesnet.qubesdb import QubesDB
-from qubesnet.validate import AddressList, parse_address_list
+from qubesnet.validate import AddressList
 from qubesnet.xenstore import XenStore
 
 from .inputs import VifEnv, VifInputs, read_inputs
-from .mapped_names import HIDDEN_RANGE, namespace_exists, namespace_name, peer_name
+from .mapped_names import namespace_name, peer_name
 
 if TYPE_CHECKING:
     from qubesnet.netlink.ctnl import Conntrack
 
-    from .apply import Applier, Gateways
-    from .mapped import Mapping
-    from .plan import Plan
+    from .apply import Applier
+    from .gateways import Gateways
+    from .steps import Plan
 
-# Mapped addresses are rare: their modules (mapped, apply_mapped) load only
-# when a vif has a mapping, might get one (HIDDEN_RANGE), or left a
-# namespace behind.
 log = logging.getLogger(__name__)
-
-LOCK_TIMEOUT = 30.0
 
 
 class Options(NamedTuple):
@@ -42,23 +46,49 @@ class Options(NamedTuple):
 
 
 def lock_keys(inp: VifInputs) -> list[str]:
+    """What the event shares with others: its interface names and its client addresses."""
     keys = [f"if:{inp.vif.name}", f"if:{inp.ifname}"]
     keys += [f"addr:{addr}" for addr in inp.addresses.used]
     return keys
 
 
-def query_allowed_addresses(nft: Nft, ifname: str) -> AddressList:
-    """Addresses in ``allowed`` paired with ``ifname``: offline's fallback when
-    XenStore no longer has the ``ip`` key (this lists the whole set)."""
-    found: list[str] = []
-    for family in ("ip", "ip6"):
-        listing = nft.query({"list": {"set": {"family": family, "table": QUBES_TABLE, "name": SET_ALLOWED}}})
-        for item in listing or []:
-            for elem in item.get("set", {}).get("elem", []):
-                pair = elem.get("concat") if isinstance(elem, dict) else None
-                if isinstance(pair, list) and len(pair) == 2 and pair[0] == ifname:
-                    found.append(str(ip_address(pair[1])))
-    return parse_address_list("allowed set", " ".join(found))
+class EarlyPurge:
+    """The conntrack gateway, with a purge started before the locks.
+
+    The kernel's walk of its connection table overlaps the imports and
+    observations; the plan's purge step then takes its result. It is
+    idempotent and every online purges, so starting early loses nothing.
+    """
+
+    def __init__(self, conntrack: Conntrack, addrs: tuple[object, ...]) -> None:
+        from qubesnet.netlink.ctnl import PurgeInBackground
+
+        self._conntrack = conntrack
+        self._early = PurgeInBackground(conntrack, addrs) if addrs else None  # type: ignore[arg-type]
+
+    def purge(self, addrs: tuple[object, ...]) -> int:
+        early, self._early = self._early, None
+        count = early.result() if early is not None and early.addrs == addrs else self._conntrack.purge(addrs)  # type: ignore[arg-type]
+        if count:
+            log.info("purged %d stale conntrack entries", count)
+        return count
+
+    def close(self) -> None:
+        self._conntrack.close()
+
+
+def _read(command: str, env: VifEnv, xs: XenStore, open_qubesdb: Callable[[], QubesDB], opts: Options) -> VifInputs:
+    if command == "online":
+        with open_qubesdb() as qdb:
+            return read_inputs(env, xs, qdb, online=True, mapped_wait=opts.mapped_wait)
+    # offline: QubesDB tells which gateways, sysctls and mapping online made;
+    # without it, those go with the interface.
+    try:
+        with open_qubesdb() as qdb:
+            return read_inputs(env, xs, qdb, online=False)
+    except StoreError as exc:
+        log.warning("QubesDB unreachable (%s): removing what does not depend on it", exc)
+        return read_inputs(env, xs, None, online=False)
 
 
 def run_event(
@@ -70,74 +100,76 @@ def run_event(
     opts: Options,
     report: Callable[[str], None],
 ) -> Plan:
-    if command == "online":
-        with open_qubesdb() as qdb:
-            inp = read_inputs(env, xs, qdb, online=True)
-            mapping = None
-            real = inp.addresses.ipv4
-            if real is not None and (real in HIDDEN_RANGE or qdb.read(f"{QDB_MAPPED_PREFIX}{real}/visible-ip") is not None):
-                from .mapped import read_mapping
+    inp = _read(command, env, xs, open_qubesdb, opts)
 
-                mapping = read_mapping(qdb, real, inp.gateway, opts.mapped_wait)
-    else:
-        inp = read_inputs(env, xs, None, online=False)
+    from qubesnet.netlink.ctnl import Conntrack
 
-    # The inputs are valid: the conntrack purge starts now, in the
-    # background, so that the kernel's walk of its connection table overlaps
-    # the imports and preparations below (the purge step waits for it). It
-    # is idempotent and every online purges, so starting before the locks
-    # (or, for offline, before the link goes down) loses nothing.
-    from qubesnet.netlink.ctnl import Conntrack, PurgeInBackground
+    conntrack = Conntrack()
+    ipv6 = os.path.exists("/proc/sys/net/ipv6")
+    early = tuple(a for a in inp.addresses.used if a.version == 4 or ipv6) if not opts.dry_run else ()
+    gw = make_gateways(EarlyPurge(conntrack, early))  # type: ignore[arg-type]
+    if opts.dry_run:
+        from .gateways import recording
 
-    conntrack = Conntrack(dry_run=opts.dry_run)
-    early_purge = None
-    if not opts.dry_run:
-        ipv6 = os.path.exists("/proc/sys/net/ipv6")
-        addrs = tuple(a for a in inp.addresses.used if a.version == 4 or ipv6)
-        if addrs:
-            early_purge = PurgeInBackground(conntrack, addrs)
+        gw = recording(gw, lambda line: log.debug("dry run, not done: %s", line))
 
     from .apply import Applier
+    from .handlers import HANDLERS
 
-    gw = make_gateways(conntrack)
+    applier = Applier(gw, HANDLERS, report)
     locks = KeyLocks(opts.lock_file)
-    locks.acquire(lock_keys(inp), LOCK_TIMEOUT)
+    if inp.ip_missing and command == "offline":
+        inp = _lock_listed_addresses(gw, inp, locks)
+    else:
+        locks.acquire(lock_keys(inp), LOCK_TIMEOUT)
     try:
-        applier = Applier(gw, inp, report)
-        applier.early_purge = early_purge
         if command == "online":
-            return _online(applier, gw, inp, mapping)
+            return _online(applier, gw, inp)
         return _offline(applier, gw, inp)
     finally:
         locks.release()
 
 
-def _converge_namespace(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | None) -> None:
-    """The namespace of a mapped vif, or its removal when the mapping went away."""
-    from .apply_mapped import query_ns_facts
-    from .mapped import RemoveNamespace, plan_mapped
+def _lock_listed_addresses(gw: Gateways, inp: VifInputs, locks: KeyLocks) -> VifInputs:
+    """XenStore lost the ``ip`` key: the addresses are those paired with the
+    vif in ``allowed``. Read, lock them, read again: a set that changed
+    meanwhile is locked anew, so that offline never decides on an address
+    another event is working on."""
+    from .observe import read_allowed_addresses
 
-    steps = plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp))
-    applier.apply_steps(steps)
-    if mapping is not None and steps and isinstance(steps[0], RemoveNamespace):
-        # A namespace for another mapping was taken down: build anew.
-        applier.apply_steps(plan_mapped(inp.ifname, inp.vif.name, mapping, inp.mac, query_ns_facts(gw, inp)))
+    listed = read_allowed_addresses(gw, inp.ifname)
+    for _ in range(5):
+        locks.acquire(lock_keys(inp._replace(addresses=listed)), LOCK_TIMEOUT)
+        again = read_allowed_addresses(gw, inp.ifname)
+        if again == listed:
+            return inp._replace(addresses=listed)
+        locks.release()
+        listed = AddressList(again.ipv4, again.ipv6, again.ignored)
+    raise ApplyError(f"the addresses of {inp.ifname} in the allowed set keep changing; retry offline")
 
 
-def _online(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | None) -> Plan:
-    from .apply import query_facts
-    from .plan import plan_online
+def _online(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
+    from .describe import describe
+    from .diff import plan_namespace, plan_online
+    from .observe import find_link, read_environment, read_namespace, read_observed
 
     try:
-        # The namespace of a mapped vif first; then the netvm end, like any vif.
-        if mapping is not None or namespace_exists(inp.ifname):
-            _converge_namespace(applier, gw, inp, mapping)
-        if mapping is not None:
-            log.info("%s is mapped: the client sees %s behind %s", mapping.real, mapping.visible, mapping.visible_gateway)
-        plan = plan_online(inp, query_facts(gw, inp, mapped=mapping is not None))
+        env = read_environment(gw, inp)
+        state = describe(inp, env)
+        ns = namespace_name(inp.ifname)
+        if state.namespace is not None or gw.namespaces.exists(ns):
+            facts = read_namespace(gw, state.namespace, ns, inp.ifname, peer_name(inp.ifname), inp)
+            applier.apply(plan_namespace(state, facts))
+            # The netvm end of the vif is now the veth (or the real vif, back).
+            env = env._replace(link=find_link(gw, inp))
+        if inp.mapping is not None:
+            m = inp.mapping
+            log.info("%s is mapped: the client sees %s behind %s", m.real, m.visible, m.visible_gateway)
+        plan = plan_online(state, read_observed(gw, state, env.link, env), inp.xenbus_path)
         for note in plan.notes:
             log.warning("%s", note)
-        applier.apply_online(plan)
+        applier.fail_closed = plan.link_index
+        applier.apply(plan.steps)
     except BaseException:
         applier.rollback()
         raise
@@ -145,21 +177,17 @@ def _online(applier: Applier, gw: Gateways, inp: VifInputs, mapping: Mapping | N
 
 
 def _offline(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
-    from .apply import query_facts
-    from .plan import plan_offline
+    from .describe import describe
+    from .diff import plan_offline
+    from .observe import read_environment, read_namespace, read_observed
 
-    errors: list[str] = []
-    if namespace_exists(inp.ifname):
-        from .mapped import RemoveNamespace
-
-        step = RemoveNamespace(namespace_name(inp.ifname), inp.ifname, peer_name(inp.ifname), inp.vif.name)
-        errors += applier.apply_best_effort([step])
-    facts = query_facts(gw, inp, addresses=True)
-    if inp.ip_missing:
-        inp = inp._replace(addresses=query_allowed_addresses(gw.nft, inp.ifname))
-    plan = plan_offline(inp, facts)
-    applier.inp = inp
-    errors += applier.apply_offline(plan)
+    env = read_environment(gw, inp)
+    state = describe(inp, env)
+    ns = read_namespace(gw, None, namespace_name(inp.ifname), inp.ifname, peer_name(inp.ifname), inp)
+    plan = plan_offline(state, read_observed(gw, state, env.link, env), ns)
+    for note in plan.notes:
+        log.info("%s", note)
+    errors = applier.apply_best_effort(plan.steps)
     if errors:
         more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
         raise ApplyError(errors[0] + more)

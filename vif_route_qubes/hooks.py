@@ -16,10 +16,9 @@ log = logging.getLogger(__name__)
 
 
 class Hooks:
-    def __init__(self, directory: str, timeout: float, dry_run: bool = False) -> None:
+    def __init__(self, directory: str, timeout: float) -> None:
         self.directory = directory
         self.timeout = timeout
-        self.dry_run = dry_run
 
     def list(self) -> list[str]:
         try:
@@ -44,8 +43,6 @@ class Hooks:
         for hook in self.list():
             argv = [hook, *argv_tail]
             log.debug("running network hook %s", " ".join(argv))
-            if self.dry_run:
-                continue
             try:
                 returncode, stderr = self._run_one(argv)
             except OSError as exc:  # not executable after all, bad interpreter...

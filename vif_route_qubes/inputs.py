@@ -7,16 +7,22 @@ and hand the raw values to the parsers. The result is a frozen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from typing import NamedTuple
 from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, NamedTuple
 
 from qubesnet.constants import (
     QDB_GATEWAY,
     QDB_GATEWAY6,
+    QDB_MAPPED_PREFIX,
+    QDB_OWN_IP,
+    QDB_PRIMARY_DNS,
+    QDB_SECONDARY_DNS,
     QDB_SERVICE_PREFIX,
     SERVICE_FLOWTABLE,
     SERVICE_HARDEN,
+    SERVICE_HIDE_NETVM,
 )
 from qubesnet.errors import ConfigError
 from qubesnet.qubesdb import QubesDB
@@ -38,6 +44,11 @@ from qubesnet.validate import (
 )
 from qubesnet.xenstore import XenStore
 
+from .mapped_names import HIDDEN_RANGE
+
+if TYPE_CHECKING:
+    from .mapped import MappedAddress
+
 
 class VifEnv(NamedTuple):
     """What libxl (or udev) hands us in the environment."""
@@ -58,6 +69,7 @@ class VifInputs(NamedTuple):
     gateway6: IPv6Address | None
     harden: bool
     flowtable: bool
+    mapping: MappedAddress | None = None  # a disposable VM's hidden address
 
     @property
     def renamed(self) -> bool:
@@ -103,10 +115,13 @@ def read_gateways(qdb: QubesDB) -> tuple[IPv4Address | None, IPv6Address | None]
     return gateway, gateway6
 
 
-def read_inputs(env: VifEnv, xs: XenStore, qdb: QubesDB | None, *, online: bool) -> VifInputs:
+def read_inputs(env: VifEnv, xs: XenStore, qdb: QubesDB | None, *, online: bool,
+                mapped_wait: float = 0.0) -> VifInputs:
     """Everything the event needs, validated; raises ConfigError naming the bad key.
 
-    ``qdb`` may be None for ``offline``, which needs nothing from QubesDB.
+    ``qdb`` may be None for ``offline`` (QubesDB unreachable): then nothing
+    that depends on it (gateways, service flags, a mapping) is described,
+    and what online made of it goes with the interface.
     """
     base = env.xenbus_path
     ip_key, mac_key, type_key, vifname_key = (f"{base}/{k}" for k in ("ip", "mac", "type", "vifname"))
@@ -129,26 +144,72 @@ def read_inputs(env: VifEnv, xs: XenStore, qdb: QubesDB | None, *, online: bool)
     elif online and addresses.used:
         raise ConfigError(mac_key, "missing; the client's MAC is needed for its neighbour entries")
 
-    gateway = gateway6 = None
-    harden = flowtable = False
-    if online:
-        assert qdb is not None
-        gateway, gateway6 = read_gateways(qdb)
-        if gateway is None and addresses.ipv4 is not None:
-            raise ConfigError(QDB_GATEWAY, "missing; this VM does not seem to provide network")
-        harden = read_service_flag(qdb, SERVICE_HARDEN)
-        flowtable = read_service_flag(qdb, SERVICE_FLOWTABLE)
+    inp = VifInputs(
+        vif=env.vif, xenbus_path=base, ifname=ifname, addresses=addresses, ip_missing=ip_text is None,
+        mac=mac, vif_type=vif_type, gateway=None, gateway6=None, harden=False, flowtable=False,
+    )
+    if qdb is None:
+        return inp
+    return read_netvm(inp, qdb, online=online, mapped_wait=mapped_wait)
 
-    return VifInputs(
-        vif=env.vif,
-        xenbus_path=base,
-        ifname=ifname,
-        addresses=addresses,
-        ip_missing=ip_text is None,
-        mac=mac,
-        vif_type=vif_type,
+
+def read_netvm(inp: VifInputs, qdb: QubesDB, *, online: bool, mapped_wait: float = 0.0) -> VifInputs:
+    """The QubesDB part of the inputs: gateways, service flags, a mapping."""
+    gateway, gateway6 = read_gateways(qdb)
+    if online and gateway is None and inp.addresses.ipv4 is not None:
+        raise ConfigError(QDB_GATEWAY, "missing; this VM does not seem to provide network")
+    mapping = None
+    real = inp.addresses.ipv4
+    if real is not None and (
+        (online and real in HIDDEN_RANGE) or qdb.read(f"{QDB_MAPPED_PREFIX}{real}/visible-ip") is not None
+    ):
+        mapping = read_mapping(qdb, real, gateway, mapped_wait if online else 0.0)
+    return inp._replace(
         gateway=gateway,
         gateway6=gateway6,
-        harden=harden,
-        flowtable=flowtable,
+        harden=read_service_flag(qdb, SERVICE_HARDEN),
+        flowtable=read_service_flag(qdb, SERVICE_FLOWTABLE),
+        mapping=mapping,
     )
+
+
+def _read_ipv4(qdb: QubesDB, key: str) -> IPv4Address | None:
+    raw = qdb.read(key)
+    return None if raw is None else parse_ipv4(key, decode_text(key, raw, limit=64))
+
+
+def _read_pair(qdb: QubesDB, real: IPv4Address) -> tuple[IPv4Address | None, IPv4Address | None]:
+    base = f"{QDB_MAPPED_PREFIX}{real}"
+    return _read_ipv4(qdb, f"{base}/visible-ip"), _read_ipv4(qdb, f"{base}/visible-gateway")
+
+
+def read_mapping(qdb: QubesDB, real: IPv4Address, gateway: IPv4Address | None, wait: float) -> MappedAddress | None:
+    """The client's mapping, or None when it has none (or not within ``wait``).
+
+    For an address in HIDDEN_RANGE the mapping may be written by dom0 just
+    after the hotplug started: wait for it, watching QubesDB, at most
+    ``wait`` seconds. Other clients never wait.
+    """
+    from .mapped import MappedAddress  # mapped vifs are rare: loaded for them only
+
+    visible, visible_gw = _read_pair(qdb, real)
+    if (visible is None or visible_gw is None) and wait > 0 and real in HIDDEN_RANGE:
+        prefix = f"{QDB_MAPPED_PREFIX}{real}/"
+        qdb.watch(prefix)
+        deadline = time.monotonic() + wait
+        visible, visible_gw = _read_pair(qdb, real)  # it may have come meanwhile
+        while (visible is None or visible_gw is None) and time.monotonic() < deadline:
+            if qdb.wait_event(deadline - time.monotonic()) is None:
+                break
+            visible, visible_gw = _read_pair(qdb, real)
+        qdb.unwatch(prefix)
+    if visible is None or visible_gw is None or visible == real:
+        return None
+    if gateway is None:
+        raise ConfigError(QDB_GATEWAY, "missing; needed to translate a mapped address")
+    hide: tuple[IPv4Address, ...] = ()
+    dns = _read_ipv4(qdb, QDB_PRIMARY_DNS)
+    if read_service_flag(qdb, SERVICE_HIDE_NETVM):
+        found = [_read_ipv4(qdb, QDB_OWN_IP), gateway, real, dns, _read_ipv4(qdb, QDB_SECONDARY_DNS)]
+        hide = tuple(dict.fromkeys(a for a in found if a is not None and a != visible_gw))
+    return MappedAddress(real, visible, visible_gw, gateway, hide, dns)

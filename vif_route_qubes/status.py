@@ -13,20 +13,15 @@ MAX_MESSAGE = 1024
 
 
 class HotplugStatus:
-    def __init__(self, xs: XenStore, xenbus_path: str, dry_run: bool = False) -> None:
+    def __init__(self, xs: XenStore, xenbus_path: str) -> None:
         self.xs = xs
         self.base = xenbus_path
-        self.dry_run = dry_run
 
     def connected(self) -> None:
-        if self.dry_run:
-            return
         self.xs.rm(f"{self.base}/hotplug-error")
         self.xs.write(f"{self.base}/hotplug-status", "connected")
 
     def error(self, message: str) -> None:
-        if self.dry_run:
-            return
         one_line = " ".join(message.split())[:MAX_MESSAGE]
         self.xs.write(f"{self.base}/hotplug-error", one_line)
         self.xs.write(f"{self.base}/hotplug-status", "error")

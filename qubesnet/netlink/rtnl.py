@@ -30,7 +30,7 @@ IPAddress = IPv4Address | IPv6Address
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 IFF_UP = 0x1
 NUD_PERMANENT = 0x80
 IFA_F_NODAD = 0x02
@@ -59,6 +59,11 @@ class Link(NamedTuple):
 class RouteLookup(NamedTuple):
     oif: int | None
     dst_len: int
+
+
+class HostRoute(NamedTuple):
+    oif: int | None
+    metric: int
 
 
 class Rtnl:
@@ -233,7 +238,49 @@ class Rtnl:
             return None
         return RouteLookup(oif=answers[0].get_attr("RTA_OIF"), dst_len=answers[0]["dst_len"])
 
+    def host_routes_to(self, dst: IPAddress) -> list[HostRoute]:
+        """Every host route (/32, /128) to ``dst`` in the main table, whatever its device.
+
+        One dump of the family's main table; only the messages that carry
+        the address's bytes are decoded, so hundreds of other vifs' routes
+        cost a byte search each.
+        """
+        msg = rtmsg()
+        msg["family"] = _family(dst)
+        msg["table"] = RT_TABLE_MAIN  # a filter, with NETLINK_GET_STRICT_CHK
+        needle = dst.packed
+
+        def decode(raw: bytes) -> rtmsg | None:
+            if needle not in raw:
+                return None
+            answer = rtmsg(raw)
+            answer.decode()
+            return answer
+
+        found = []
+        for answer in self._nl.request(msg, RTM_GETROUTE, NLM_F_DUMP, f"list routes to {dst}", decode):
+            if answer is None or answer["dst_len"] != dst.max_prefixlen:
+                continue
+            if answer.get_attr("RTA_DST") != str(dst) or (answer.get_attr("RTA_TABLE") or answer["table"]) != RT_TABLE_MAIN:
+                continue
+            found.append(HostRoute(answer.get_attr("RTA_OIF"), answer.get_attr("RTA_PRIORITY") or 0))
+        return found
+
     # --- neighbours ---
+
+    def list_permanent_neighbours(self, index: int) -> list[tuple[IPAddress, str | None]]:
+        """The permanent neighbour entries of one interface, as (address, MAC)."""
+        found = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            msg = ndmsg()
+            msg["family"] = family
+            msg["ifindex"] = index  # a filter, with NETLINK_GET_STRICT_CHK
+            answers = self._nl.request(msg, RTM_GETNEIGH, NLM_F_DUMP, f"list neighbours of {index}", _decode(ndmsg))
+            for answer in answers:
+                dst = answer.get_attr("NDA_DST")
+                if answer["ifindex"] == index and answer["state"] & NUD_PERMANENT and dst:
+                    found.append((ip_address(dst), answer.get_attr("NDA_LLADDR")))
+        return found
 
     def _neigh_msg(self, index: int, addr: IPAddress, mac: str | None) -> ndmsg:
         msg = ndmsg()

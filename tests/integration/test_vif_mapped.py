@@ -13,12 +13,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from qubes_netsim.netns import Netns, namespaces
+from qubes_netsim.netns import Netns
+from qubes_netsim.netns import namespaces as all_namespaces
 from qubes_netsim.topology import GATEWAY, UPSTREAM, VIRTUAL_DNS, Client, SimNetvm
 from tests import oracle
 from tests.integration.fault_runner import fault_argv
 
 REAL, VISIBLE, VISIBLE_GW = "10.138.7.9", "192.168.1.128", "192.168.1.1"
+
+
+def namespaces() -> set[str]:
+    """Mapped vifs' namespaces: other test runs' simulations come and go meanwhile."""
+    return {name for name in all_namespaces() if name.endswith("-nat")}
 
 
 def domid() -> int:

@@ -60,11 +60,11 @@ def test_hotplug_status_write_refused_undoes_everything(sim: SimNetvm) -> None:
 
 def test_nftables_refusing_the_transaction_fails_cleanly(bare_sim: SimNetvm) -> None:
     sim = bare_sim
-    # A layout whose allowed set has the wrong type: adding our pair fails.
+    # A layout whose downstream set is full: the kernel refuses the commit.
     sim.netvm.run(["nft", "-f", "-"], input_="""
 table ip qubes {
-    set allowed { type ipv4_addr; }
-    set downstream { type ipv4_addr; }
+    set allowed { type ifname . ipv4_addr; }
+    set downstream { type ipv4_addr; size 1; elements = { 10.137.0.99 } }
     chain antispoof { }
     chain prerouting { type filter hook prerouting priority raw; }
     chain custom-input { }
@@ -84,6 +84,19 @@ table ip qubes {
     assert "nftables refused" in (sim.hotplug_error(client) or "")
 
 
+def test_a_set_that_cannot_be_read_fails_cleanly(bare_sim: SimNetvm) -> None:
+    """An allowed set of the wrong type: reading it fails, which is never taken for "empty"."""
+    sim = bare_sim
+    sim.netvm.run(["nft", "add table ip qubes; add set ip qubes allowed { type ipv4_addr; }"])
+    client = sim.add_client(12, "10.137.0.12")
+    before = oracle.snapshot(sim.netvm, (client.vif,))
+
+    result = sim.vif_route("online", client)
+
+    _assert_failed_cleanly(sim, client, result, before)
+    assert "cannot read set allowed" in (sim.hotplug_error(client) or "")
+
+
 def test_rename_clash_fails_cleanly(sim: SimNetvm) -> None:
     client = _client(sim)
     sim.write_backend(client, vifname="eth0")
@@ -92,7 +105,8 @@ def test_rename_clash_fails_cleanly(sim: SimNetvm) -> None:
     result = sim.vif_route("online", client)
 
     _assert_failed_cleanly(sim, client, result, before)
-    assert "rename" in (sim.hotplug_error(client) or "")
+    assert "ip link set vif12.0 name eth0" in (sim.hotplug_error(client) or "")
+    assert "File exists" in (sim.hotplug_error(client) or "")
 
 
 @pytest.mark.parametrize(

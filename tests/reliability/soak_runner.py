@@ -22,7 +22,7 @@ from qubesnet.qubesdb import QubesDB
 from qubesnet.qubesdb import default_address as qubesdb_address
 from qubesnet.sysctl import Sysctl
 from qubesnet.xenstore import XenStore, default_address
-from vif_route_qubes.apply import Gateways
+from vif_route_qubes.gateways import Gateways, namespaces_gateway
 from vif_route_qubes.event import Options, run_event
 from vif_route_qubes.hooks import Hooks
 from vif_route_qubes.inputs import parse_env
@@ -48,7 +48,8 @@ def one_event(command: str, hooks_dir: str) -> None:
 
         def make_gateways(conntrack: object) -> Gateways:
             gw = Gateways(rtnl=Rtnl(), nft=Nft.shared(), sysctl=Sysctl(), conntrack=conntrack,  # type: ignore[arg-type]
-                          hooks=Hooks(hooks_dir, 5), status=HotplugStatus(xs, env.xenbus_path))
+                          hooks=Hooks(hooks_dir, 5), status=HotplugStatus(xs, env.xenbus_path),
+                          namespaces=namespaces_gateway())
             gateways.append(gw)
             return gw
 

@@ -1,0 +1,287 @@
+"""The changes a plan is made of, each knowing its own inverse.
+
+A step is a value: what to change, and what the object was before, as the
+planner observed it. ``inverse()`` is therefore pure: the undo log of an
+event is the inverses of the steps it applied, in reverse order, with no
+query of the kernel. ``show()`` is the change as an administrator would type
+it (iproute2, sysctl, nft), for ``--dry-run`` and debug logs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, NamedTuple
+
+from qubesnet import nftjson as j
+from qubesnet.constants import NAT_TABLE, VIF_MAC
+from qubesnet.validate import IPAddress
+
+if TYPE_CHECKING:
+    from qubesnet.nftjson import Json
+
+    from .mapped import MappedAddress
+
+
+class Rename(NamedTuple):
+    index: int
+    old: str
+    new: str
+
+    def inverse(self) -> Step | None:
+        return Rename(self.index, self.new, self.old)
+
+    def show(self) -> str:
+        return f"ip link set {self.old} name {self.new}"
+
+
+class SetLink(NamedTuple):
+    index: int
+    ifname: str
+    up: bool
+    group: int
+    was_up: bool
+    was_group: int
+
+    def inverse(self) -> Step | None:
+        return SetLink(self.index, self.ifname, self.was_up, self.was_group, self.up, self.group)
+
+    def show(self) -> str:
+        return f"ip link set {self.ifname} group {self.group} {'up' if self.up else 'down'}"
+
+
+class SetSysctl(NamedTuple):
+    key: str
+    value: str
+    previous: str
+
+    def inverse(self) -> Step | None:
+        return SetSysctl(self.key, self.previous, self.value)
+
+    def show(self) -> str:
+        return f"sysctl {self.key}={self.value}"
+
+
+class PurgeConntrack(NamedTuple):
+    addrs: tuple[IPAddress, ...]
+
+    def inverse(self) -> Step | None:
+        return None  # forgotten connections stay forgotten: harmless
+
+    def show(self) -> str:
+        return "; ".join(f"conntrack -D -s {a}; conntrack -D -d {a}" for a in self.addrs)
+
+
+class NftChange(NamedTuple):
+    """One nftables transaction; ``undo`` takes back exactly what it adds."""
+
+    what: str
+    commands: tuple[Json, ...]
+    undo: tuple[Json, ...]
+
+    def inverse(self) -> Step | None:
+        return NftChange(f"undo {self.what}", self.undo, self.commands) if self.undo else None
+
+    def show(self) -> str:
+        return f"nft -j -f - <<'EOF'\n{json.dumps(j.transaction(list(self.commands)), indent=1)}\nEOF"
+
+
+class RouteChange(NamedTuple):
+    present: bool
+    index: int
+    ifname: str
+    dst: IPAddress
+    metric: int
+
+    def inverse(self) -> Step | None:
+        return self._replace(present=not self.present)
+
+    def show(self) -> str:
+        return f"ip route {'add' if self.present else 'del'} {self.dst} dev {self.ifname} metric {self.metric}"
+
+
+class NeighbourChange(NamedTuple):
+    present: bool
+    index: int
+    ifname: str
+    addr: IPAddress
+    mac: str
+
+    def inverse(self) -> Step | None:
+        return self._replace(present=not self.present)
+
+    def show(self) -> str:
+        if self.present:
+            return f"ip neigh replace {self.addr} lladdr {self.mac} dev {self.ifname} nud permanent"
+        return f"ip neigh del {self.addr} dev {self.ifname}"
+
+
+class AddressChange(NamedTuple):
+    present: bool
+    index: int
+    ifname: str
+    addr: IPAddress
+    prefixlen: int
+
+    def inverse(self) -> Step | None:
+        return self._replace(present=not self.present)
+
+    def show(self) -> str:
+        nodad = " nodad" if self.present and self.addr.version == 6 else ""
+        return f"ip addr {'add' if self.present else 'del'} {self.addr}/{self.prefixlen} dev {self.ifname}{nodad}"
+
+
+class RunHooks(NamedTuple):
+    """The administrator's network hooks: ``HOOK COMMAND IFNAME TYPE [ADDR]``."""
+
+    argv: tuple[str, ...]
+
+    def inverse(self) -> Step | None:
+        return None
+
+    def show(self) -> str:
+        return f"network hooks: {' '.join(self.argv)}"
+
+
+class ReportConnected(NamedTuple):
+    """hotplug-status=connected: last, so that a failure to report undoes all."""
+
+    xenbus_path: str
+
+    def inverse(self) -> Step | None:
+        return None
+
+    def show(self) -> str:
+        return f"xenstore-write {self.xenbus_path}/hotplug-status connected"
+
+
+# --- a mapped vif's namespace -------------------------------------------------
+
+
+class CreateNamespace(NamedTuple):
+    ns: str
+
+    def inverse(self) -> Step | None:
+        return DeleteNamespace(self.ns)
+
+    def show(self) -> str:
+        return f"ip netns add {self.ns}"
+
+
+class DeleteNamespace(NamedTuple):
+    """An empty namespace of ours (the undo of its creation)."""
+
+    ns: str
+
+    def inverse(self) -> Step | None:
+        return None
+
+    def show(self) -> str:
+        return f"ip netns del {self.ns}"
+
+
+class MoveIntoNamespace(NamedTuple):
+    """The real vif into the namespace, renamed to ``ifname`` on the way.
+
+    By libxl's name (a validated ``vif<domid>.<devid>``, held under the
+    interface lock): after a namespace of another mapping was taken down in
+    the same plan, the vif is back under a new index.
+    """
+
+    ns: str
+    old_name: str
+    ifname: str
+
+    def inverse(self) -> Step | None:
+        return MoveBack(self.ns, self.ifname, self.old_name)
+
+    def show(self) -> str:
+        rename = f" name {self.ifname}" if self.ifname != self.old_name else ""
+        return f"ip link set {self.old_name} netns {self.ns}{rename}"
+
+
+class MoveBack(NamedTuple):
+    ns: str
+    ifname: str
+    restore_name: str
+
+    def inverse(self) -> Step | None:
+        return None
+
+    def show(self) -> str:
+        return f"ip -n {self.ns} link set {self.ifname} down netns <netvm> name {self.restore_name}"
+
+
+class CreateVeth(NamedTuple):
+    ns: str
+    ifname: str  # the netvm end: takes the vif's place
+    peer: str
+    peer_mac: str  # the client's MAC: the netvm's neighbour entry points at it
+
+    def inverse(self) -> Step | None:
+        return DeleteVeth(self.ifname)
+
+    def show(self) -> str:
+        return (f"ip link add {self.ifname} address {VIF_MAC} type veth peer name {self.peer} "
+                f"address {self.peer_mac} netns {self.ns}")
+
+
+class DeleteVeth(NamedTuple):
+    ifname: str
+
+    def inverse(self) -> Step | None:
+        return None
+
+    def show(self) -> str:
+        return f"ip link del {self.ifname}"
+
+
+class ConfigureNamespace(NamedTuple):
+    """Inside the namespace: IPv6 off, addresses, neighbours, links up, the netdev table."""
+
+    ns: str
+    ifname: str
+    peer: str
+    mapping: MappedAddress
+    client_mac: str
+    rules: tuple[Json, ...]
+
+    def inverse(self) -> Step | None:
+        return None  # what it configures lives inside the namespace and goes with it
+
+    def show(self) -> str:
+        m = self.mapping
+        return (f"ip netns exec {self.ns}: IPv6 off; {m.visible_gateway}/32 on {self.ifname} (arp_ignore 1), "
+                f"{m.real}/32 on {self.peer}; neighbours {m.visible} -> {self.client_mac}, {m.gateway} -> {VIF_MAC}; "
+                f"links up; netdev table {NAT_TABLE} ({len(self.rules)} commands)")
+
+
+class RemoveNamespace(NamedTuple):
+    """Tear down: veth gone, the real vif back in the netvm as ``restore_name``, namespace gone."""
+
+    ns: str
+    ifname: str
+    peer: str
+    restore_name: str
+
+    def inverse(self) -> Step | None:
+        return None
+
+    def show(self) -> str:
+        return (f"ip -n {self.ns} link del {self.peer}; ip -n {self.ns} link set {self.ifname} netns <netvm> "
+                f"name {self.restore_name}; ip netns del {self.ns}")
+
+
+Step = (
+    Rename | SetLink | SetSysctl | PurgeConntrack | NftChange | RouteChange | NeighbourChange | AddressChange
+    | RunHooks | ReportConnected | CreateNamespace | DeleteNamespace | MoveIntoNamespace | MoveBack | CreateVeth
+    | DeleteVeth | ConfigureNamespace | RemoveNamespace
+)
+
+
+class Plan(NamedTuple):
+    command: str
+    ifname: str  # the interface's name once the plan has run
+    link_index: int | None  # the interface, for failing closed (None: gone, or not yet there)
+    addresses: tuple[IPAddress, ...]  # the client addresses concerned
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...] = ()
