@@ -75,9 +75,21 @@ class Client:
 
 
 class SimNetvm:
-    """Build with ``create()``, tear down with ``destroy()`` (also on failure)."""
+    """Build with ``create()``, tear down with ``destroy()`` (also on failure).
 
-    def __init__(self, prefix: str | None = None, *, load_layout: bool = True, ipv6: bool = True) -> None:
+    ``load_layout`` loads the netvm's base ruleset from the hand-written
+    files in rulesets/ (never built by the code under test); ``base_ruleset``
+    picks which: "ipv6" (antispoof + IPv4 + IPv6 filter chains, the default)
+    or "ipv6-disabled" (what Qubes loads with IPv6 off: no ``ip6 qubes``
+    filter chains at all). ``ipv6`` gives the uplink and QubesDB IPv6.
+    """
+
+    BASE_RULESETS = {"ipv6": "on", "ipv6-disabled": "off"}  # -> load-layout --ipv6
+
+    def __init__(self, prefix: str | None = None, *, load_layout: bool = True, ipv6: bool = True,
+                 base_ruleset: str = "ipv6") -> None:
+        if base_ruleset not in self.BASE_RULESETS:
+            raise ValueError(f"base_ruleset {base_ruleset!r}: one of {', '.join(self.BASE_RULESETS)}")
         self.prefix = prefix or unique_prefix()
         self.workdir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
         self.netvm = Netns(f"{self.prefix}-netvm")
@@ -85,6 +97,7 @@ class SimNetvm:
         self.clients: dict[int, Client] = {}
         self.load_layout = load_layout
         self.ipv6 = ipv6
+        self.base_ruleset = base_ruleset
         self.xenstore = XenStoreDouble(os.path.join(self.workdir, "xenstored.sock"), domid=NETVM_DOMID)
         self.qubesdb = QubesDBDouble(os.path.join(self.workdir, "qubesdb.sock"))
         self.hooks_dir = os.path.join(self.workdir, "network-hooks.d")
@@ -131,7 +144,8 @@ class SimNetvm:
             )
         )
         if self.load_layout:
-            self.netvm.run([sys.executable, "-m", "qubes_netsim", "load-layout"])
+            self.netvm.run([sys.executable, "-m", "qubes_netsim", "load-layout",
+                            "--ipv6", self.BASE_RULESETS[self.base_ruleset]])
         q = self.qubesdb
         q.write("/qubes-netvm-gateway", GATEWAY)
         q.write("/qubes-netvm-primary-dns", VIRTUAL_DNS[0])
