@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 
-
 RULESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rulesets")
 # The files a Qubes netvm loads at boot, in order, by IPv6 setting
 # (rulesets/README.md). Loaded with the nft program, never through qubesnet:

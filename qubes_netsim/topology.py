@@ -20,10 +20,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import Any, ClassVar
 
 from .netns import Netns, run, unique_prefix, wait_for
 from .qubesdbd import QubesDBDouble
@@ -84,7 +84,7 @@ class SimNetvm:
     filter chains at all). ``ipv6`` gives the uplink and QubesDB IPv6.
     """
 
-    BASE_RULESETS = {"ipv6": "on", "ipv6-disabled": "off"}  # -> load-layout --ipv6
+    BASE_RULESETS: ClassVar[Mapping[str, str]] = {"ipv6": "on", "ipv6-disabled": "off"}  # -> load-layout --ipv6
 
     def __init__(self, prefix: str | None = None, *, load_layout: bool = True, ipv6: bool = True,
                  base_ruleset: str = "ipv6") -> None:
@@ -275,7 +275,8 @@ class SimNetvm:
         return [bin_path("qubes-setup-dnat-to-ns"), "--resolv-conf", self.resolv_conf,
                 "--qubes-service-dir", self.service_dir, *args]
 
-    def dnat(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def dnat(self, *args: str, timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """qubes-setup-dnat-to-ns in the netvm, with this simulation's files."""
         return self.netvm.run(self.dnat_argv(*args), check=False, timeout=timeout, env=env or self.env())
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from qubes_netsim.topology import SimNetvm
@@ -43,7 +43,7 @@ def main() -> int:
     original = apply.Applier._apply
     done = [0]
 
-    def faulty(self: apply.Applier, step: object) -> None:
+    def faulty(self: apply.Applier, step: Any) -> None:  # whatever step type _apply takes
         if done[0] == fail_at:
             if mode == "crash":
                 os._exit(137)

@@ -39,7 +39,7 @@ def test_udev_rules_parse_and_say_what_the_contract_says() -> None:
     with open(RULES) as handle:
         rules = parse_rules(handle.read())
     assert len(rules) == 2
-    for rule, action in zip(rules, ("online", "offline")):
+    for rule, action in zip(rules, ("online", "offline"), strict=True):
         keys = {(k, op): v for k, op, v in rule}
         assert keys[("SUBSYSTEM", "==")] == "xen-backend"
         assert keys[("KERNEL", "==")] == "vif-*"
@@ -78,7 +78,8 @@ def udev_complaints(rules_text: str) -> list[str]:
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                             input=rules_text, capture_output=True, text=True, timeout=60)
     assert f"Reading rules file: /run/udev/rules.d/{name}" in result.stdout, result.stdout + result.stderr
-    return [line for line in result.stdout.splitlines() if re.match(rf"/run/udev/rules\.d/{re.escape(name)}:\d+ ", line)]
+    complaint = re.compile(rf"/run/udev/rules\.d/{re.escape(name)}:\d+ ")
+    return [line for line in result.stdout.splitlines() if complaint.match(line)]
 
 
 @pytest.mark.subprocess
