@@ -45,9 +45,9 @@ deps:
 
 # Lint and types, configured in pyproject.toml: ruff over the tree, mypy
 # strict on the runtime packages and checked on the simulator and tests.
+# Both run even when the first finds something; either failing fails lint.
 lint: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
 
 # The whole suite, after lint. QUBES_REQUIRE_NETNS=1 turns "cannot run the
 # namespace tests here" into a failure, never a silent skip.
