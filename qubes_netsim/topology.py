@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, ClassVar
 
-from .netns import Netns, run, unique_prefix, wait_for
+from .netns import Netns, NftError, run, unique_prefix, wait_for
 from .qubesdbd import QubesDBDouble
 from .xenstored import XenStoreDouble
 
@@ -339,9 +339,15 @@ class SimNetvm:
         return lambda: self.netvm.counter_packets(family, "qubes", "custom-forward", from_saddr)
 
     def dnat_chain(self, handles: bool = False) -> str:
-        """The kernel's dnat-dns chain as ``nft list`` prints it ("" if absent)."""
+        """The kernel's dnat-dns chain as ``nft list`` prints it ("" if absent:
+        nft's ENOENT). Any other failure of nft raises, never reads as absent."""
         argv = ["nft", *(["-a"] if handles else []), "list", "chain", "ip", "qubes", "dnat-dns"]
-        return self.netvm.run(argv, check=False).stdout
+        result = self.netvm.run(argv, check=False)
+        if result.returncode != 0:
+            if "No such file or directory" in result.stderr:
+                return ""
+            raise NftError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result.stdout
 
     # --- teardown ---
 
