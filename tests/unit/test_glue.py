@@ -57,8 +57,8 @@ def udev_complaints(rules_text: str) -> list[str]:
     ``udevadm verify`` exists from systemd 253 on; Debian 12 has 252. There,
     ``udevadm test`` reads every rules file and logs each line it cannot
     parse as ``FILE:LINE message``. It only reads the system directories, so
-    the file is put alone over /run/udev/rules.d in a private mount
-    namespace (root). The device is lo: only the parsing matters here.
+    the file is put in /run/udev/rules.d on a private /run in a private
+    mount namespace (root). The device is lo: only the parsing matters here.
     """
     udevadm = shutil.which("udevadm")
     assert udevadm, "udevadm missing (Debian: udev): the rules would never be checked"
@@ -72,7 +72,9 @@ def udev_complaints(rules_text: str) -> list[str]:
             result = subprocess.run([udevadm, "verify", path], capture_output=True, text=True, timeout=30)
             return [] if result.returncode == 0 else (result.stdout + result.stderr).splitlines()
     script = (
-        "set -e; mkdir -p /run/udev/rules.d; mount -t tmpfs qubes-test /run/udev/rules.d;"
+        # A private /run: udevadm test also writes the device's database
+        # under /run/udev, which must not touch the host's.
+        "set -e; mount -t tmpfs qubes-test /run; mkdir -p /run/udev/rules.d;"
         f' cat > /run/udev/rules.d/{name}; udevadm test --action=add /sys/class/net/lo 2>&1'
     )
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
