@@ -94,6 +94,18 @@ def ipv6_disabled_sim() -> Iterator[object]:
     yield from _sim(base_ruleset="ipv6-disabled", ipv6=False)
 
 
+@pytest.fixture
+def fresh_netns() -> Iterator[object]:
+    """An empty, uniquely named network namespace, deleted afterwards."""
+    from qubes_netsim.netns import Netns, unique_prefix
+
+    ns = Netns(f"{unique_prefix('qnfresh')}-ns").create()
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
 @pytest.fixture(scope="module")
 def shared_sim() -> Iterator[object]:
     """One simulated netvm for a whole module of cases (each case resets

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from qubes_netsim.netns import Netns, NftError, unique_prefix
+from qubes_netsim.netns import Netns, NftError
 
 
 @pytest.fixture
-def ns() -> Iterator[Netns]:
-    made = Netns(f"{unique_prefix('qnoracle')}-ns").create()
-    try:
-        yield made
-    finally:
-        made.delete()
+def ns(fresh_netns: Netns) -> Netns:
+    return fresh_netns
 
 
 def test_a_missing_object_raises_unless_absence_is_expected(ns: Netns) -> None:

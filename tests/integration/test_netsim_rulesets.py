@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from qubes_netsim.cli import BASE_RULESETS, RULESETS_DIR, ruleset_files
-from qubes_netsim.netns import Netns, unique_prefix
+from qubes_netsim.netns import Netns
 from qubes_netsim.topology import UPSTREAM, SimNetvm
 
 ANTISPOOF = {"sets": {"downstream", "allowed"}, "chains": {"prerouting", "antispoof"}}
@@ -24,12 +23,8 @@ FILTER = {"custom-input", "custom-forward", "input", "forward", "postrouting"}
 
 
 @pytest.fixture
-def fresh_ns() -> Iterator[Netns]:
-    ns = Netns(f"{unique_prefix('qnrules')}-ns").create()
-    try:
-        yield ns
-    finally:
-        ns.delete()
+def fresh_ns(fresh_netns: Netns) -> Netns:
+    return fresh_netns
 
 
 def objects(ns: Netns, family: str, table: str, kind: str) -> set[str]:
