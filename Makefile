@@ -2,7 +2,8 @@
 #
 #   make deps          Debian packages (root): see scripts/bootstrap.sh
 #   make venv          .venv with the project and its test tools installed
-#   make test          the whole test suite (needs root: network namespaces)
+#   make lint          ruff and mypy (zero findings; make test runs it first)
+#   make test          lint, then the whole test suite (needs root: network namespaces)
 #   make unit          the tests that need neither root nor namespaces
 #   make demo          the main job in the simulated environment
 #   make reliability   bad inputs, faults, load, soak, security at full size
@@ -25,7 +26,7 @@ UDEV_RULES_DIR ?= $(PREFIX)/lib/udev/rules.d
 SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
 
-.PHONY: all deps venv test unit demo reliability bench clean install install-deps uninstall
+.PHONY: all deps venv lint test unit demo reliability bench clean install install-deps uninstall
 
 all: venv
 
@@ -42,9 +43,15 @@ venv: $(VENV)/.stamp
 deps:
 	sh scripts/bootstrap.sh
 
-# The whole suite. QUBES_REQUIRE_NETNS=1 turns "cannot run the namespace
-# tests here" into a failure, never a silent skip.
-test: venv
+# Lint and types, configured in pyproject.toml: ruff over the tree, mypy
+# strict on the runtime packages and checked on the simulator and tests.
+# Both run even when the first finds something; either failing fails lint.
+lint: venv
+	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+
+# The whole suite, after lint. QUBES_REQUIRE_NETNS=1 turns "cannot run the
+# namespace tests here" into a failure, never a silent skip.
+test: lint
 	QUBES_REQUIRE_NETNS=1 $(VPY) -m pytest $(PYTEST_ARGS)
 
 unit: venv

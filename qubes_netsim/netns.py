@@ -36,6 +36,10 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30, input_:
     )
 
 
+class NftError(RuntimeError):
+    """The nft program failed where the oracle expected an answer."""
+
+
 class Netns:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -72,10 +76,20 @@ class Netns:
         out = self.run(["ip", "-j", *args]).stdout
         return json.loads(out) if out.strip() else []
 
-    def nft_json(self, *args: str) -> list[dict[str, Any]]:
+    def nft_json(self, *args: str, allow_missing: bool = False) -> list[dict[str, Any]]:
+        """``nft -j ARGS`` as a list of objects (metainfo left out).
+
+        A failing nft raises NftError with its stderr: an oracle that read
+        a failure as "nothing there" would let absence tests pass on any
+        error. Only with ``allow_missing`` does an object that does not
+        exist (nft's ENOENT, "No such file or directory") give ``[]``.
+        """
         result = self.run(["nft", "-j", *args], check=False)
         if result.returncode != 0:
-            return []
+            if allow_missing and "No such file or directory" in result.stderr:
+                return []
+            raise NftError(f"nft -j {' '.join(args)} in {self.name} failed ({result.returncode}): "
+                           f"{result.stderr.strip()}")
         return [i for i in json.loads(result.stdout).get("nftables", []) if "metainfo" not in i]
 
     def counter_packets(self, family: str, table: str, chain: str,

@@ -20,12 +20,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import Any, ClassVar
 
-from .netns import Netns, run, unique_prefix, wait_for
+from .netns import Netns, NftError, run, unique_prefix, wait_for
 from .qubesdbd import QubesDBDouble
 from .xenstored import XenStoreDouble
 
@@ -75,9 +75,21 @@ class Client:
 
 
 class SimNetvm:
-    """Build with ``create()``, tear down with ``destroy()`` (also on failure)."""
+    """Build with ``create()``, tear down with ``destroy()`` (also on failure).
 
-    def __init__(self, prefix: str | None = None, *, load_layout: bool = True, ipv6: bool = True) -> None:
+    ``load_layout`` loads the netvm's base ruleset from the hand-written
+    files in rulesets/ (never built by the code under test); ``base_ruleset``
+    picks which: "ipv6" (antispoof + IPv4 + IPv6 filter chains, the default)
+    or "ipv6-disabled" (what Qubes loads with IPv6 off: no ``ip6 qubes``
+    filter chains at all). ``ipv6`` gives the uplink and QubesDB IPv6.
+    """
+
+    BASE_RULESETS: ClassVar[Mapping[str, str]] = {"ipv6": "on", "ipv6-disabled": "off"}  # -> load-layout --ipv6
+
+    def __init__(self, prefix: str | None = None, *, load_layout: bool = True, ipv6: bool = True,
+                 base_ruleset: str = "ipv6") -> None:
+        if base_ruleset not in self.BASE_RULESETS:
+            raise ValueError(f"base_ruleset {base_ruleset!r}: one of {', '.join(self.BASE_RULESETS)}")
         self.prefix = prefix or unique_prefix()
         self.workdir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
         self.netvm = Netns(f"{self.prefix}-netvm")
@@ -85,6 +97,7 @@ class SimNetvm:
         self.clients: dict[int, Client] = {}
         self.load_layout = load_layout
         self.ipv6 = ipv6
+        self.base_ruleset = base_ruleset
         self.xenstore = XenStoreDouble(os.path.join(self.workdir, "xenstored.sock"), domid=NETVM_DOMID)
         self.qubesdb = QubesDBDouble(os.path.join(self.workdir, "qubesdb.sock"))
         self.hooks_dir = os.path.join(self.workdir, "network-hooks.d")
@@ -131,7 +144,8 @@ class SimNetvm:
             )
         )
         if self.load_layout:
-            self.netvm.run([sys.executable, "-m", "qubes_netsim", "load-layout"])
+            self.netvm.run([sys.executable, "-m", "qubes_netsim", "load-layout",
+                            "--ipv6", self.BASE_RULESETS[self.base_ruleset]])
         q = self.qubesdb
         q.write("/qubes-netvm-gateway", GATEWAY)
         q.write("/qubes-netvm-primary-dns", VIRTUAL_DNS[0])
@@ -261,7 +275,8 @@ class SimNetvm:
         return [bin_path("qubes-setup-dnat-to-ns"), "--resolv-conf", self.resolv_conf,
                 "--qubes-service-dir", self.service_dir, *args]
 
-    def dnat(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def dnat(self, *args: str, timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """qubes-setup-dnat-to-ns in the netvm, with this simulation's files."""
         return self.netvm.run(self.dnat_argv(*args), check=False, timeout=timeout, env=env or self.env())
 
@@ -324,9 +339,15 @@ class SimNetvm:
         return lambda: self.netvm.counter_packets(family, "qubes", "custom-forward", from_saddr)
 
     def dnat_chain(self, handles: bool = False) -> str:
-        """The kernel's dnat-dns chain as ``nft list`` prints it ("" if absent)."""
+        """The kernel's dnat-dns chain as ``nft list`` prints it ("" if absent:
+        nft's ENOENT). Any other failure of nft raises, never reads as absent."""
         argv = ["nft", *(["-a"] if handles else []), "list", "chain", "ip", "qubes", "dnat-dns"]
-        return self.netvm.run(argv, check=False).stdout
+        result = self.netvm.run(argv, check=False)
+        if result.returncode != 0:
+            if "No such file or directory" in result.stderr:
+                return ""
+            raise NftError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result.stdout
 
     # --- teardown ---
 

@@ -190,8 +190,8 @@ class XenStoreDouble(UnixServer):
                 raise XsError("ENOENT")
             return READ, value
         if kind == WRITE:
-            path, _, value = payload.partition(b"\0")
-            self.write(path.decode("ascii"), value)
+            raw_path, _, value = payload.partition(b"\0")
+            self.write(raw_path.decode("ascii"), value)
             return WRITE, b"OK\0"
         if kind == MKDIR:
             with self.lock:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn

@@ -23,12 +23,12 @@ from .errors import ApplyError
 SLOTS = 1 << 20
 
 
-class _LockTimeout(Exception):
+class _LockTimeoutError(Exception):
     pass
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise _LockTimeout
+    raise _LockTimeoutError
 
 
 def slot(key: str) -> int:
@@ -49,7 +49,7 @@ class KeyLocks:
         try:
             for offset in sorted({slot(key) for key in keys}):
                 fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, offset)
-        except _LockTimeout:
+        except _LockTimeoutError:
             self.release()
             raise ApplyError(
                 f"waited {timeout:g} s for another hotplug process holding {self.path}; "

@@ -109,7 +109,7 @@ class QubesDB:
         """Full paths of the entries whose path starts with ``prefix``."""
         deadline = self._stream.deadline()
         self._send(Msg.CMD_LIST, prefix, deadline)
-        paths = []
+        paths: list[str] = []
         while True:
             kind, path, _ = self._receive(deadline)
             self._expect(kind, Msg.RESP_LIST, prefix)
@@ -121,7 +121,7 @@ class QubesDB:
         """Paths and values of the entries whose path starts with ``prefix``."""
         deadline = self._stream.deadline()
         self._send(Msg.CMD_MULTIREAD, prefix, deadline)
-        entries = {}
+        entries: dict[str, bytes] = {}
         while True:
             kind, path, data = self._receive(deadline)
             self._expect(kind, Msg.RESP_MULTIREAD, prefix)
@@ -147,8 +147,9 @@ class QubesDB:
             return self._events.pop(0)
         deadline = time.monotonic() + timeout
         while self._stream.readable(deadline):
-            kind, path, _ = HEADER.unpack(self._stream.read_exact(HEADER.size, self._stream.deadline()))
+            kind, raw, _ = HEADER.unpack(self._stream.read_exact(HEADER.size, self._stream.deadline()))
             if kind != Msg.RESP_WATCH:
                 raise StoreError(f"QubesDB sent an unexpected message type {kind} while we waited for a change")
+            path: bytes = raw
             return path.split(b"\0", 1)[0].decode("ascii", "replace")
         return None

@@ -44,7 +44,7 @@ class VifName(namedtuple("VifName", ("name", "domid", "devid"))):
     @property
     def metric(self) -> int:
         """Route metric: positive, and lower (preferred) for later VMs."""
-        return MAX_DOMID - self.domid
+        return MAX_DOMID - int(self.domid)  # int(): the namedtuple's fields are untyped
 
 
 SHOWN_MAX = 64

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- the simulated netvm, for the namespace tiers ---------------------------
 
 
-def _sim(**options: bool) -> Iterator[object]:
+def _sim(**options: Any) -> Iterator[object]:
     from qubes_netsim.topology import SimNetvm
 
     netvm = SimNetvm(**options).create()
@@ -83,6 +84,26 @@ def sim() -> Iterator[object]:
 def bare_sim() -> Iterator[object]:
     """The same, but with an empty nftables ruleset in the netvm."""
     yield from _sim(load_layout=False)
+
+
+@pytest.fixture
+def ipv6_disabled_sim() -> Iterator[object]:
+    """A netvm with IPv6 off, as Qubes sets one up: the base ruleset of
+    qubes-ipv6-disabled.nft (no ``ip6 qubes`` filter chains), no IPv6 on
+    the uplink, no /qubes-netvm-gateway6 in QubesDB."""
+    yield from _sim(base_ruleset="ipv6-disabled", ipv6=False)
+
+
+@pytest.fixture
+def fresh_netns() -> Iterator[object]:
+    """An empty, uniquely named network namespace, deleted afterwards."""
+    from qubes_netsim.netns import Netns, unique_prefix
+
+    ns = Netns(f"{unique_prefix('qnfresh')}-ns").create()
+    try:
+        yield ns
+    finally:
+        ns.delete()
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,8 @@ def neighbours(ns: Netns) -> list[str]:
 
 
 def sysctls(ns: Netns, ifname: str) -> dict[str, str | None]:
-    keys = [f"net/ipv4/conf/{ifname}/{k}" for k in ("proxy_arp", "accept_redirects", "send_redirects", "accept_source_route")]
+    ipv4 = ("proxy_arp", "accept_redirects", "send_redirects", "accept_source_route")
+    keys = [f"net/ipv4/conf/{ifname}/{k}" for k in ipv4]
     keys += [f"net/ipv6/conf/{ifname}/{k}" for k in ("proxy_ndp", "accept_ra", "accept_dad", "accept_redirects")]
     return {k: ns.sysctl(k) for k in keys}
 

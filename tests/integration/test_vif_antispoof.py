@@ -76,13 +76,30 @@ def test_client_without_ipv6_cannot_send_ipv6(sim: SimNetvm, two_clients: tuple[
 
 
 def test_address_of_an_offline_client_is_dropped(sim: SimNetvm, two_clients: tuple[Client, Client]) -> None:
-    attacker, leaving = two_clients
+    """Offline takes the client's address out of both sets (kernel state),
+    and the next VM on the same vif, given another address, cannot send
+    with the old one (packets): a stale ("vif13.0", "10.137.0.13") left in
+    ``allowed`` would let it, which is what tells "removed" from "not removed"
+    (another vif could never use that pair anyway)."""
+    _, leaving = two_clients
     assert sim.vif_route("offline", leaving).returncode == 0
-    forwarded = sim.forwarded_counter("10.137.0.13")
 
-    assert not send_as(attacker, "10.137.0.13")
+    assert sim.set_elements("ip", "allowed") == {("vif12.0", "10.137.0.12")}
+    assert sim.set_elements("ip", "downstream") == {"10.137.0.12"}
+
+    # The vif comes back for a VM that was given 10.137.0.50.
+    # (The new address first: deleting the last one flushes the routes of eth0.)
+    leaving.ns.sh("ip addr add 10.137.0.50/32 dev eth0 && ip addr del 10.137.0.13/32 dev eth0")
+    sim.write_backend(leaving, ip="10.137.0.50")
+    assert sim.vif_route("online", leaving).returncode == 0
+    assert leaving.ping(UPSTREAM, wait=1), "the vif forwards its new address (positive control)"
+    forwarded = sim.forwarded_counter("10.137.0.13")
+    drops = sim.counter("ip", "antispoof")
+
+    assert not send_as(leaving, "10.137.0.13")
 
     assert forwarded() == 0
+    assert sim.counter("ip", "antispoof") >= drops + 2
 
 
 def test_client_address_arriving_from_the_uplink_is_dropped(sim: SimNetvm, two_clients: tuple[Client, Client]) -> None:

@@ -81,7 +81,7 @@ def test_flowtable_unsupported_kernel_gives_one_warning_and_works(sim: SimNetvm)
     assert result.returncode == 0, result.stderr
     if probe.returncode != 0:
         assert result.stderr.count("flowtable acceleration skipped") == 1
-        assert not sim.netvm.nft_json("list", "table", "inet", "qubes-flowtable")
+        assert not sim.netvm.nft_json("list", "table", "inet", "qubes-flowtable", allow_missing=True)
     else:  # a kernel with flowtables: the vif is in it
         flowtables = sim.netvm.nft_json("list", "flowtables")
         assert any("vif12.0" in str(f) for f in flowtables)

@@ -140,7 +140,8 @@ def test_layout_is_created_once(bare_sim: SimNetvm) -> None:
 def test_partial_layout_is_completed(bare_sim: SimNetvm) -> None:
     """qubes-setup-dnat-to-ns may have created the table with only its chain."""
     sim = bare_sim
-    sim.netvm.run(["nft", "add table ip qubes; add chain ip qubes dnat-dns { type nat hook prerouting priority dstnat; }"])
+    sim.netvm.run(["nft", "add table ip qubes;"
+                          " add chain ip qubes dnat-dns { type nat hook prerouting priority dstnat; }"])
     client = sim.add_client(12, "10.137.0.12")
 
     assert sim.vif_route("online", client).returncode == 0

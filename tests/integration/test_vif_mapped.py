@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qubes_netsim.netns import Netns
-from qubes_netsim.netns import namespaces as all_namespaces
+from qubes_netsim.netns import Netns, namespaces
 from qubes_netsim.topology import GATEWAY, UPSTREAM, VIRTUAL_DNS, Client, SimNetvm
 from tests import oracle
 from tests.integration.fault_runner import fault_argv
@@ -22,13 +21,14 @@ from tests.integration.fault_runner import fault_argv
 REAL, VISIBLE, VISIBLE_GW = "10.138.7.9", "192.168.1.128", "192.168.1.1"
 
 
-def namespaces() -> set[str]:
-    """Mapped vifs' namespaces: other test runs' simulations come and go meanwhile."""
-    return {name for name in all_namespaces() if name.endswith("-nat")}
-
-
 def domid() -> int:
     return random.randint(300, 32000)
+
+
+def our_namespaces(sim: SimNetvm, client: Client) -> set[str]:
+    """The host's namespaces that this case can have made: the simulation's
+    and the vif's NAT namespace (others belong to concurrent runs)."""
+    return {n for n in namespaces() if n.startswith(f"{sim.prefix}-") or n == f"{client.vif}-nat"}
 
 
 @pytest.fixture
@@ -106,14 +106,14 @@ def test_arp_is_answered_only_for_the_visible_gateway(mapped: tuple[SimNetvm, Cl
 
 def test_offline_leaves_no_namespace_no_veth_no_element(mapped: tuple[SimNetvm, Client]) -> None:
     sim, client = mapped
-    before_ns = namespaces()
+    before_ns = our_namespaces(sim, client)
     before = oracle.snapshot(sim.netvm)
     assert sim.vif_route("online", client).returncode == 0
 
     result = sim.vif_route("offline", client)
 
     assert result.returncode == 0, result.stderr
-    assert namespaces() == before_ns
+    assert our_namespaces(sim, client) == before_ns
     assert oracle.snapshot(sim.netvm) == before
     # The vif itself (a veth here, where a namespace's deletion would have
     # destroyed it) is back in the netvm under its own name, down.
@@ -122,13 +122,13 @@ def test_offline_leaves_no_namespace_no_veth_no_element(mapped: tuple[SimNetvm, 
 
 def test_cycles_leave_no_residue(mapped: tuple[SimNetvm, Client]) -> None:
     sim, client = mapped
-    before_ns = namespaces()
+    before_ns = our_namespaces(sim, client)
     before = oracle.snapshot(sim.netvm)
     for _ in range(3):
         assert sim.vif_route("online", client).returncode == 0
         assert client.ping(UPSTREAM)
         assert sim.vif_route("offline", client).returncode == 0
-        assert namespaces() == before_ns
+        assert our_namespaces(sim, client) == before_ns
         assert oracle.snapshot(sim.netvm) == before
 
 
@@ -160,14 +160,14 @@ def test_a_changed_mapping_rebuilds_the_namespace(mapped: tuple[SimNetvm, Client
 
 def test_every_step_of_a_mapped_online_rolls_back(mapped: tuple[SimNetvm, Client]) -> None:
     sim, client = mapped
-    before_ns = namespaces()
+    before_ns = our_namespaces(sim, client)
     before = oracle.snapshot(sim.netvm)
     for step in range(64):
         result = sim.netvm.run(fault_argv(sim, step, "online"), check=False, env=sim.env(client))
         if result.returncode == 0:
             break
         assert f"injected fault before step {step}" in result.stderr
-        assert namespaces() == before_ns, f"namespace left after a fault at step {step}"
+        assert our_namespaces(sim, client) == before_ns, f"namespace left after a fault at step {step}"
         assert oracle.snapshot(sim.netvm) == before, f"residue after a fault at step {step}"
         assert sim.hotplug_status(client) == "error"
     assert step >= 12, "4 namespace steps and the netvm end's"
@@ -177,19 +177,19 @@ def test_every_step_of_a_mapped_online_rolls_back(mapped: tuple[SimNetvm, Client
 @pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 8])
 def test_a_crashed_run_is_cleaned_up_by_the_next_one(mapped: tuple[SimNetvm, Client], crash_at: int) -> None:
     sim, client = mapped
-    before_ns = namespaces()
+    before_ns = our_namespaces(sim, client)
     argv = fault_argv(sim, crash_at, "online", mode="crash")
     assert sim.netvm.run(argv, check=False, env=sim.env(client)).returncode == 137
 
     assert sim.vif_route("online", client).returncode == 0
     assert client.ping(UPSTREAM)
     assert sim.vif_route("offline", client).returncode == 0
-    assert namespaces() == before_ns
+    assert our_namespaces(sim, client) == before_ns
 
     # And a crash followed directly by offline.
     assert sim.netvm.run(argv, check=False, env=sim.env(client)).returncode == 137
     assert sim.vif_route("offline", client).returncode == 0
-    assert namespaces() == before_ns
+    assert our_namespaces(sim, client) == before_ns
     assert sim.netvm.ip_json("link", "show", "dev", client.vif), "the vif survived"
 
 
@@ -248,10 +248,10 @@ def test_without_hiding_the_virtual_dns_is_reachable(mapped: tuple[SimNetvm, Cli
 
 def test_dry_run_shows_the_namespace_plan(mapped: tuple[SimNetvm, Client]) -> None:
     sim, client = mapped
-    before_ns = namespaces()
+    before_ns = our_namespaces(sim, client)
     result = sim.vif_route("online", client, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert f"ip netns add {client.vif}-nat" in result.stdout
     assert f"ip link set {client.vif} netns {client.vif}-nat" in result.stdout
     assert "netdev table qubes-nat" in result.stdout
-    assert namespaces() == before_ns
+    assert our_namespaces(sim, client) == before_ns

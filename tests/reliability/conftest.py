@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pytest
-
 
 FULL = os.environ.get("QUBES_RELIABILITY") == "full"
 
@@ -32,7 +32,7 @@ class Tally:
 class Ledger:
     """Counts per category; columns are category-specific (see COLUMNS)."""
 
-    COLUMNS = {
+    COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
         "bad inputs": ("tried", "rejected cleanly", "state unchanged"),
         "faults": ("injected", "survived"),
         "load": ("events", "lost"),

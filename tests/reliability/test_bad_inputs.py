@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Address
 from typing import Any, NamedTuple
 
@@ -81,7 +81,7 @@ def restore_qubesdb(sim: SimNetvm, saved: dict[str, bytes]) -> None:
             sim.qubesdb.write(key, value)
 
 
-def apply_qubesdb(sim: SimNetvm, changes: dict[str, str | bytes | None]) -> None:
+def apply_qubesdb(sim: SimNetvm, changes: Mapping[str, str | bytes | None]) -> None:
     for key, value in changes.items():
         if value is None:
             sim.qubesdb.rm(key)
@@ -96,9 +96,9 @@ class VifCase(NamedTuple):
     id: str
     key: str  # the key the message must start with; "{xb}" = the backend path
     command: str = "online"
-    env: dict[str, str | None] = {}  # None: the variable is missing
-    xs: dict[str, str | bytes | None] = {}  # backend keys; None: the key is removed
-    qdb: dict[str, str | bytes | None] = {}  # QubesDB keys; None: the key is removed
+    env: Mapping[str, str | None] = {}  # None: the variable is missing
+    xs: Mapping[str, str | bytes | None] = {}  # backend keys; None: the key is removed
+    qdb: Mapping[str, str | bytes | None] = {}  # QubesDB keys; None: the key is removed
     mapped: bool = False  # run against the client whose real address is 10.138.7.9
     xenbus_ok: bool = True  # XENBUS_PATH usable: the failure must be reported there
 
@@ -314,7 +314,8 @@ def test_vif_route_qubes_rejects(world: World, ledger: Ledger, case: VifCase) ->
             reported = changes == {}  # nowhere to report to: nothing written at all
         ok = result.returncode == 1 and message is not None and reported
         unchanged = state_after == state_before and ns_after == ns_before
-        ledger.record(CATEGORY, f"vif-route-qubes {case.id}", **{"rejected cleanly": int(ok), "state unchanged": int(unchanged)})
+        ledger.record(CATEGORY, f"vif-route-qubes {case.id}",
+                      **{"rejected cleanly": int(ok), "state unchanged": int(unchanged)})
 
         assert result.returncode == 1, result.stderr
         assert message is not None, f"expected one line naming {key!r}: {result.stderr!r}"
@@ -350,7 +351,7 @@ class DnatCase(NamedTuple):
     exit: int  # 1: an error; 100: the bad part ignored, the chain already the right one
     key: str = ""  # exit 1: the key the one line must name
     mention: str = ""  # exit 100: what stderr must say about the ignored part ("" for nothing)
-    qdb: dict[str, str | bytes | None] = {}
+    qdb: Mapping[str, str | bytes | None] = {}
     resolv_conf: bytes | None = None  # None: the good one ("nameserver 198.51.100.1")
     resolved_mode: str | None = None  # a fake systemd-resolved on a private bus, in this mode
     resolved_entries: tuple[tuple[int, str], ...] = ()
@@ -391,7 +392,8 @@ DNAT_SAFE_CASES = [
     DnatCase("resolv.conf=nameserver-without-address", 100, mention="nameserver without an address",
              resolv_conf=b"nameserver\n" + GOOD_LINE),
     DnatCase("resolv.conf=unusable-servers", 100, mention="skipping 224.0.0.251",
-             resolv_conf=b"nameserver 127.0.0.53\nnameserver ::1\nnameserver 224.0.0.251\nnameserver 0.0.0.0\n" + GOOD_LINE),
+             resolv_conf=b"nameserver 127.0.0.53\nnameserver ::1\nnameserver 224.0.0.251\nnameserver 0.0.0.0\n"
+             + GOOD_LINE),
     DnatCase("resolv.conf=thousands-of-bad-lines", 100, mention="not an address",
              resolv_conf=GOOD_LINE + b"nameserver bogus\n" * 3000),
     DnatCase("resolved=wrong-type", 100, resolved_mode="wrong-type", resolved_entries=((0, OTHER_SERVER),)),

@@ -209,7 +209,7 @@ def test_two_processes_for_the_same_vif(sim: SimNetvm, ledger: Ledger) -> None:
     for n, pair in enumerate([("online", "online"), ("online", "offline"), ("offline", "online")] * size(2, 6)):
         results: list[int] = []
 
-        def run(command: str) -> None:
+        def run(command: str, results: list[int] = results) -> None:
             results.append(sim.netvm.run(sim.vif_route_argv(command), check=False, env=sim.env(client)).returncode)
 
         threads = [threading.Thread(target=run, args=(c,)) for c in pair]

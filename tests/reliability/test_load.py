@@ -28,7 +28,8 @@ def _kernel_view(sim: SimNetvm) -> dict[str, set[object]]:
     # (the kernel's own prefix route for the /128 gateway address aside)
     routes = {(str(ip_address(r["dst"])), r["dev"]) for fam in ("-4", "-6") for r in sim.routes(fam)
               if r.get("dev", "").startswith("vif") and r.get("protocol") != "kernel"}
-    neigh = {(str(ip_address(n["dst"])), n["dev"], n["lladdr"]) for n in sim.netvm.ip_json("neigh", "show", "nud", "permanent")}
+    neigh = {(str(ip_address(n["dst"])), n["dev"], n["lladdr"])
+             for n in sim.netvm.ip_json("neigh", "show", "nud", "permanent")}
     return {
         "allowed": sim.set_elements("ip", "allowed") | sim.set_elements("ip6", "allowed"),
         "downstream": sim.set_elements("ip", "downstream") | sim.set_elements("ip6", "downstream"),

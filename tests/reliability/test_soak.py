@@ -9,6 +9,7 @@ long-lived watch mode of qubes-setup-dnat-to-ns likewise.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -97,7 +98,7 @@ def test_watch_mode_stays_flat(sim: SimNetvm, ledger: Ledger) -> None:
         for n in range(1, changes + 1):
             server = servers[n % 2]
             sim.write_resolv_conf(f"nameserver {server}\n")
-            wait_for(lambda: chain_points_at(server), timeout=15, what=f"change {n}")
+            wait_for(functools.partial(chain_points_at, server), timeout=15, what=f"change {n}")
             if n == 10:
                 warm = _watch_resources(watcher.pid)
         end = _watch_resources(watcher.pid)

@@ -17,7 +17,8 @@ def up(text: str, origin: str = "test") -> Upstream:
 
 
 def test_resolv_conf_nameservers_in_order_with_notes() -> None:
-    text = "# comment\nsearch example\nnameserver 192.0.2.1\nnameserver\nnameserver nope\nnameserver fe80::1%eth0\noptions edns0\nnameserver 192.0.2.2 extra\n"
+    text = ("# comment\nsearch example\nnameserver 192.0.2.1\nnameserver\nnameserver nope\n"
+            "nameserver fe80::1%eth0\noptions edns0\nnameserver 192.0.2.2 extra\n")
     servers, notes = parse_resolv_conf(text, "rc")
     assert [s.addr for s in servers] == [IPv4Address("192.0.2.1"), IPv6Address("fe80::1"), IPv4Address("192.0.2.2")]
     assert servers[0].origin == "rc line 3"
@@ -30,7 +31,8 @@ def test_resolv_conf_caps_the_number_of_servers() -> None:
 
 
 def test_resolved_global_first_order_kept() -> None:
-    value = [(3, 2, bytes([192, 0, 2, 3])), (0, 2, bytes([192, 0, 2, 1])), (2, 10, bytes(15) + b"\x01"), (0, 2, bytes([192, 0, 2, 2]))]
+    value = [(3, 2, bytes([192, 0, 2, 3])), (0, 2, bytes([192, 0, 2, 1])), (2, 10, bytes(15) + b"\x01"),
+             (0, 2, bytes([192, 0, 2, 2]))]
     servers, notes = parse_resolved_dns(value)
     assert [str(s.addr) for s in servers] == ["192.0.2.1", "192.0.2.2", "192.0.2.3", "::1"]
     assert servers[0].origin == "systemd-resolved, global" and servers[2].origin == "systemd-resolved, link 3"

@@ -35,7 +35,7 @@ def test_same_key_times_out_while_held(tmp_path: object) -> None:
     proc, release = _holder(path, ["if:vif12.0"])
     try:
         started = time.monotonic()
-        with pytest.raises(ApplyError, match="waited 0.3 s"):
+        with pytest.raises(ApplyError, match=r"waited 0\.3 s"):
             KeyLocks(path).acquire(["addr:10.137.0.12", "if:vif12.0"], timeout=0.3)
         assert time.monotonic() - started < 3
     finally:

@@ -53,7 +53,8 @@ def test_partial_layout_adds_only_missing_chains() -> None:
     assert chains == ["antispoof", "prerouting"]
     assert rules == {"antispoof", "prerouting"}
     # Users of a chain are removed before the chain they jump to.
-    assert [c["delete"]["chain"]["name"] for c in build_layout_removal("ip", existing, True)] == ["prerouting", "antispoof"]
+    removed = [c["delete"]["chain"]["name"] for c in build_layout_removal("ip", existing, True)]
+    assert removed == ["prerouting", "antispoof"]
 
 
 def test_layout_removal_of_a_new_table_deletes_the_table() -> None:
@@ -63,9 +64,11 @@ def test_layout_removal_of_a_new_table_deletes_the_table() -> None:
 def test_vif_elements() -> None:
     commands = build_add_elements("vif12.0", [IPv4Address("10.137.0.12"), IPv6Address("fd09::12")])
     assert commands == [
-        {"add": {"element": {"family": "ip", "table": "qubes", "name": "allowed", "elem": [{"concat": ["vif12.0", "10.137.0.12"]}]}}},
+        {"add": {"element": {"family": "ip", "table": "qubes", "name": "allowed",
+                             "elem": [{"concat": ["vif12.0", "10.137.0.12"]}]}}},
         {"add": {"element": {"family": "ip", "table": "qubes", "name": "downstream", "elem": ["10.137.0.12"]}}},
-        {"add": {"element": {"family": "ip6", "table": "qubes", "name": "allowed", "elem": [{"concat": ["vif12.0", "fd09::12"]}]}}},
+        {"add": {"element": {"family": "ip6", "table": "qubes", "name": "allowed",
+                             "elem": [{"concat": ["vif12.0", "fd09::12"]}]}}},
         {"add": {"element": {"family": "ip6", "table": "qubes", "name": "downstream", "elem": ["fd09::12"]}}},
     ]
 

@@ -67,7 +67,7 @@ def test_macs(mac: str) -> None:
      "00:00:00:00:00:00", "00-16-3e-5e-6c-0c", "0016.3e5e.6c0c", "zz:16:3e:5e:6c:0c", "00:16:3e:5e:6c:0c\n"],
 )
 def test_bad_macs(mac: str) -> None:
-    with pytest.raises(ConfigError, match="^mac: "):
+    with pytest.raises(ConfigError, match=r"^mac: "):
         parse_mac("mac", mac)
 
 
@@ -76,7 +76,9 @@ def test_xenbus_paths(path: str) -> None:
     assert parse_xenbus_path("XENBUS_PATH", path) == path
 
 
-@pytest.mark.parametrize("path", ["", "/", "backend//vif", "backend/vif/", "back end", "../x", "a/./b", "a\0b", "x" * 3073])
+@pytest.mark.parametrize(
+    "path", ["", "/", "backend//vif", "backend/vif/", "back end", "../x", "a/./b", "a\0b", "x" * 3073]
+)
 def test_bad_xenbus_paths(path: str) -> None:
     with pytest.raises(ConfigError):
         parse_xenbus_path("XENBUS_PATH", path)
@@ -144,14 +146,17 @@ def test_decode_text() -> None:
         decode_text("k", b"a" * 4097)
 
 
-@pytest.mark.parametrize(("raw", "default", "expected"), [(b"1", False, True), (b"0", True, False), (None, True, True), (None, False, False)])
+@pytest.mark.parametrize(
+    ("raw", "default", "expected"),
+    [(b"1", False, True), (b"0", True, False), (None, True, True), (None, False, False)],
+)
 def test_service_flags(raw: bytes | None, default: bool, expected: bool) -> None:
     assert parse_service_flag("/qubes-service/x", raw, default) is expected
 
 
 @pytest.mark.parametrize("raw", [b"", b"yes", b"true", b"2", b"1\n", b" 1"])
 def test_bad_service_flags(raw: bytes) -> None:
-    with pytest.raises(ConfigError, match="^/qubes-service/x: "):
+    with pytest.raises(ConfigError, match=r"^/qubes-service/x: "):
         parse_service_flag("/qubes-service/x", raw, False)
 
 
