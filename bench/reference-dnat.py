@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 import dbus
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from qubesnet.qubesdb import QubesDB, default_address  # noqa: E402
+from qubesnet.qubesdb import QubesDB, default_address
 
 
 def get_dns_resolv_conf(path):

@@ -16,12 +16,12 @@ import json
 import logging
 import os
 
+from .errors import ApplyError
+from .nftjson import Json, transaction
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from .errors import ApplyError
-from .nftjson import Json, transaction
 
 log = logging.getLogger(__name__)
 

@@ -68,17 +68,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("command", metavar="COMMAND", help="online, offline, add or remove")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (debug level)")
     parser.add_argument(
-        "-n", "--dry-run", action="store_true", help="print the plan (nftables transaction, netlink operations) and change nothing"
+        "-n", "--dry-run", action="store_true",
+        help="print the plan (nftables transaction, netlink operations) and change nothing",
     )
     parser.add_argument(
-        "--hooks-dir", default=NETWORK_HOOKS_DIR, metavar="DIR", help=f"network hooks directory (default {NETWORK_HOOKS_DIR})"
+        "--hooks-dir", default=NETWORK_HOOKS_DIR, metavar="DIR",
+        help=f"network hooks directory (default {NETWORK_HOOKS_DIR})",
     )
     parser.add_argument(
         "--mapped-wait", type=float, default=5.0, metavar="SECONDS",
         help="how long online waits for the /mapped-ip entries of a client in 10.138.0.0/16 (default 5)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, metavar="SECONDS", help="how long to wait for XenStore and QubesDB (default 5)"
+        "--timeout", type=float, default=5.0, metavar="SECONDS",
+        help="how long to wait for XenStore and QubesDB (default 5)",
     )
     return parser.parse_args(argv)
 

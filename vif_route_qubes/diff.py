@@ -91,12 +91,12 @@ def plan_online(state: VifState, obs: Observed, xenbus_path: str) -> Plan:
     link = obs.link
     if link is None:
         raise ApplyError(f"interface {state.vif} does not exist; is the VM's backend still there?")
-    index, ifname = link.index, state.ifname
+    ifindex, ifname = link.ifindex, state.ifname
     notes = list(state.notes)
     steps: list[Step] = []
 
     if link.name != ifname:
-        steps.append(Rename(index, link.name, ifname))
+        steps.append(Rename(ifindex, link.name, ifname))
     for sysctl in state.sysctls:
         current = obs.sysctls.get(sysctl.key)
         if current is None:
@@ -125,15 +125,15 @@ def plan_online(state: VifState, obs: Observed, xenbus_path: str) -> Plan:
         steps.append(NftChange(f"online {ifname}", tuple(create), tuple(remove)))
 
     if not (link.up and link.group == state.group):
-        steps.append(SetLink(index, ifname, True, state.group, link.up, link.group))
-    steps += [RouteChange(True, index, ifname, r.dst, r.metric) for r in state.routes if r not in obs.routes]
-    steps += [NeighbourChange(True, index, ifname, n.addr, n.mac) for n in state.neighbours
+        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))
+    steps += [RouteChange(True, ifindex, ifname, r.dst, r.metric) for r in state.routes if r not in obs.routes]
+    steps += [NeighbourChange(True, ifindex, ifname, n.addr, n.mac) for n in state.neighbours
               if n not in obs.neighbours and n.mac is not None]
-    steps += [AddressChange(True, index, ifname, a.addr, a.prefixlen) for a in state.addresses
+    steps += [AddressChange(True, ifindex, ifname, a.addr, a.prefixlen) for a in state.addresses
               if a not in obs.addresses]
     steps += _hooks("online", state)
     steps.append(ReportConnected(xenbus_path))
-    return Plan("online", ifname, index, state.client_addresses, tuple(steps), tuple(notes))
+    return Plan("online", ifname, ifindex, state.client_addresses, tuple(steps), tuple(notes))
 
 
 def kept_in_downstream(state: VifState, obs: Observed) -> frozenset[Element]:
@@ -152,8 +152,8 @@ def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> P
     if link is not None:
         # Stop traffic first.
         if link.up or link.group != 0:
-            steps.append(SetLink(link.index, link.name, False, 0, link.up, link.group))
-        steps += [RouteChange(False, link.index, link.name, r.dst, r.metric) for r in state.routes if r in obs.routes]
+            steps.append(SetLink(link.ifindex, link.name, False, 0, link.up, link.group))
+        steps += [RouteChange(False, link.ifindex, link.name, r.dst, r.metric) for r in state.routes if r in obs.routes]
 
     keep = kept_in_downstream(state, obs)
     gone = [e for e in state.elements if e in obs.elements and e not in keep]
@@ -165,9 +165,9 @@ def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> P
 
     if link is not None:
         present = {n.addr for n in obs.neighbours}
-        steps += [NeighbourChange(False, link.index, link.name, n.addr, n.mac or "") for n in state.neighbours
+        steps += [NeighbourChange(False, link.ifindex, link.name, n.addr, n.mac or "") for n in state.neighbours
                   if n.addr in present]
-        steps += [AddressChange(False, link.index, link.name, a.addr, a.prefixlen) for a in state.addresses
+        steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in state.addresses
                   if a in obs.addresses]
         for sysctl in state.sysctls:
             # Ours when it still has the value we set; back to what a new interface gets.
@@ -177,12 +177,12 @@ def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> P
                 steps.append(SetSysctl(key, default, current))
     steps += _hooks("offline", state)
     if link is not None and not namespace.exists and link.name == state.ifname != state.vif:
-        steps.append(Rename(link.index, link.name, state.vif))
+        steps.append(Rename(link.ifindex, link.name, state.vif))
     if namespace.exists:
         steps.append(_remove_namespace(state))
     if state.purge:
         steps.append(PurgeConntrack(state.purge))
     addresses = state.client_addresses or tuple(e.addr for e in state.elements)
-    return Plan("offline", ifname, link.index if link else None, addresses, tuple(steps),
+    return Plan("offline", ifname, link.ifindex if link else None, addresses, tuple(steps),
                 tuple(f"{e.addr} stays in the downstream set: another interface routes it"
                       for e in state.elements if e in keep))

@@ -50,7 +50,7 @@ WRITES: dict[str, dict[str, object]] = {
     "status": {"connected": None, "error": None},
     "namespaces": {name: None for name in ("create", "delete", "move_in", "move_back", "create_veth",
                                            "delete_link_named", "configure", "remove")},
-    
+
 }
 
 

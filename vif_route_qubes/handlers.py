@@ -40,33 +40,34 @@ Handler = Callable[[Gateways, Any], object]
 
 def _route(gw: Gateways, s: RouteChange) -> object:
     change = gw.rtnl.add_route if s.present else gw.rtnl.del_route
-    return change(s.index, s.dst, s.metric)
+    return change(s.ifindex, s.dst, s.metric)
 
 
 def _neighbour(gw: Gateways, s: NeighbourChange) -> object:
     if s.present:
-        return gw.rtnl.add_neighbour(s.index, s.addr, s.mac)
-    return gw.rtnl.del_neighbour(s.index, s.addr)
+        return gw.rtnl.add_neighbour(s.ifindex, s.addr, s.mac)
+    return gw.rtnl.del_neighbour(s.ifindex, s.addr)
 
 
 def _address(gw: Gateways, s: AddressChange) -> object:
     if s.present:
         # The same gateway address sits on every vif: duplicate address
         # detection would only delay it, so it is skipped.
-        return gw.rtnl.add_address(s.index, s.addr, s.prefixlen, nodad=s.addr.version == 6)
-    return gw.rtnl.del_address(s.index, s.addr, s.prefixlen)
+        return gw.rtnl.add_address(s.ifindex, s.addr, s.prefixlen, nodad=s.addr.version == 6)
+    return gw.rtnl.del_address(s.ifindex, s.addr, s.prefixlen)
 
 
 def _move_in(gw: Gateways, s: MoveIntoNamespace) -> object:
     link = gw.rtnl.get_link(s.old_name)
     if link is None:
         raise ApplyError(f"interface {s.old_name} does not exist; is the VM's backend still there?")
-    return gw.namespaces.move_in(gw.rtnl, link.index, s.ns, s.ifname if s.ifname != s.old_name else None)
+    gw.namespaces.move_in(gw.rtnl, link.ifindex, s.ns, s.ifname if s.ifname != s.old_name else None)
+    return None
 
 
 HANDLERS: dict[type, Handler] = {
-    Rename: lambda gw, s: gw.rtnl.set_link(s.index, name=s.new),
-    SetLink: lambda gw, s: gw.rtnl.set_link(s.index, up=s.up, group=s.group),
+    Rename: lambda gw, s: gw.rtnl.set_link(s.ifindex, name=s.new),
+    SetLink: lambda gw, s: gw.rtnl.set_link(s.ifindex, up=s.up, group=s.group),
     SetSysctl: lambda gw, s: gw.sysctl.write(s.key, s.value),
     PurgeConntrack: lambda gw, s: gw.conntrack.purge(s.addrs),
     NftChange: lambda gw, s: gw.nft.run(list(s.commands), s.what),

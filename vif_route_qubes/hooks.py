@@ -20,7 +20,7 @@ class Hooks:
         self.directory = directory
         self.timeout = timeout
 
-    def list(self) -> list[str]:
+    def executables(self) -> list[str]:
         try:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
@@ -40,7 +40,7 @@ class Hooks:
         return hooks
 
     def run(self, argv_tail: list[str]) -> None:
-        for hook in self.list():
+        for hook in self.executables():
             argv = [hook, *argv_tail]
             log.debug("running network hook %s", " ".join(argv))
             try:

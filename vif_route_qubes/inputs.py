@@ -31,7 +31,6 @@ from qubesnet.validate import (
     AddressList,
     VifName,
     decode_text,
-    shown,
     parse_address_list,
     parse_ifname,
     parse_ipv4,
@@ -41,6 +40,7 @@ from qubesnet.validate import (
     parse_vif_name,
     parse_word,
     parse_xenbus_path,
+    shown,
 )
 from qubesnet.xenstore import XenStore
 
@@ -73,7 +73,8 @@ class VifInputs(NamedTuple):
 
     @property
     def renamed(self) -> bool:
-        return self.ifname != self.vif.name
+        vif: str = self.vif.name
+        return self.ifname != vif
 
 
 def parse_xenbus_env(environ: Mapping[str, str]) -> str:

@@ -61,7 +61,7 @@ def build_nat_table(m: MappedAddress, ifname: str, peer: str) -> list[j.Json]:
         chain["chain"]["dev"] = device
         commands.append(j.add(chain))
 
-    V, VG, R, RG = str(m.visible), str(m.visible_gateway), str(m.real), str(m.gateway)
+    V, VG, R, RG = str(m.visible), str(m.visible_gateway), str(m.real), str(m.gateway)  # noqa: N806 (short, as in the diagram)
     out: list[list[j.Json]] = [
         # ARP: the client, as itself, asking for its gateway; nothing else.
         [j.match(j.payload("arp", "saddr ip"), V), j.match(j.payload("arp", "daddr ip"), VG), j.ACCEPT],
@@ -119,7 +119,8 @@ def table_matches(listing: tuple[dict[str, Any], ...] | None, commands: list[j.J
         return False
     # (nft 1.0 does not list a netdev chain's device: names and rules it is)
     want_chains = {c["add"]["chain"]["name"] for c in commands if "chain" in c.get("add", {})}
-    want_rules = [(c["add"]["rule"]["chain"], _normal(c["add"]["rule"]["expr"])) for c in commands if "rule" in c.get("add", {})]
+    want_rules = [(c["add"]["rule"]["chain"], _normal(c["add"]["rule"]["expr"]))
+                  for c in commands if "rule" in c.get("add", {})]
     have_chains = {i["chain"]["name"] for i in listing if "chain" in i}
     have_rules = [(i["rule"]["chain"], _normal(i["rule"]["expr"])) for i in listing if "rule" in i]
     return want_chains == have_chains and want_rules == have_rules

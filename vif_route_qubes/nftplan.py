@@ -68,7 +68,8 @@ def build_flowtable(ifname: str, *, table: bool, present: bool) -> list[j.Json]:
         return [j.add(_flowtable([ifname])), j.delete(_flowtable([ifname]))]
     if table:
         return [j.add(_flowtable([ifname]))]
-    chain = j.chain(FLOW_FAMILY, FLOW_TABLE, FLOW_CHAIN, type_="filter", hook="forward", prio=FLOW_PRIO, policy="accept")
+    chain = j.chain(FLOW_FAMILY, FLOW_TABLE, FLOW_CHAIN, type_="filter", hook="forward", prio=FLOW_PRIO,
+                    policy="accept")
     return [
         j.add(j.table(FLOW_FAMILY, FLOW_TABLE)),
         j.add(_flowtable([ifname])),

@@ -38,7 +38,7 @@ def _rtnl_in(ns: str) -> Rtnl:
 def _delete_named(rtnl: Rtnl, name: str) -> None:
     link = rtnl.get_link(name)
     if link is not None:
-        rtnl.delete_link(link.index)
+        rtnl.delete_link(link.ifindex)
 
 
 class Namespaces:
@@ -101,7 +101,7 @@ class Namespaces:
                 link = rt.get_link(ifname)
                 if link is not None:
                     name = restore_name if restore_name != ifname else None
-                    rt.set_link(link.index, up=False, netns_fd=home, name=name)
+                    rt.set_link(link.ifindex, up=False, netns_fd=home, name=name)
             finally:
                 rt.close()
         finally:
@@ -121,12 +121,12 @@ class Namespaces:
                     real, veth = rt.get_link(ifname), rt.get_link(peer)
                     if real is None or veth is None:
                         raise ApplyError(f"namespace {ns} lacks {ifname} or {peer}")
-                    rt.set_link(real.index, up=True)
-                    rt.set_link(veth.index, up=True)
-                    rt.add_address(real.index, m.visible_gateway, 32)
-                    rt.add_address(veth.index, m.real, 32)
-                    rt.add_neighbour(real.index, m.visible, client_mac)
-                    rt.add_neighbour(veth.index, m.gateway, VIF_MAC)
+                    rt.set_link(real.ifindex, up=True)
+                    rt.set_link(veth.ifindex, up=True)
+                    rt.add_address(real.ifindex, m.visible_gateway, 32)
+                    rt.add_address(veth.ifindex, m.real, 32)
+                    rt.add_neighbour(real.ifindex, m.visible, client_mac)
+                    rt.add_neighbour(veth.ifindex, m.gateway, VIF_MAC)
                     nft.run(list(rules), f"{ns} {NAT_TABLE}")
                 finally:
                     rt.close()

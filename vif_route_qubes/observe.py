@@ -169,7 +169,7 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
     try:
         for addr in state.client_addresses:
             for found in gw.rtnl.host_routes_to(addr):
-                if link is not None and found.oif == link.index:
+                if link is not None and found.oif == link.ifindex:
                     if addr in wanted_routes and found.metric == wanted_routes[addr].metric:
                         routes.add(wanted_routes[addr])
                 else:
@@ -178,8 +178,8 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
         addresses: set[Address] = set()
         if link is not None:
             wanted = {n.addr for n in state.neighbours}
-            neighbours = {Neighbour(a, mac) for a, mac in gw.rtnl.list_permanent_neighbours(link.index) if a in wanted}
-            on_link = {Address(a, n) for a, n in gw.rtnl.list_addresses(link.index)}
+            neighbours = {Neighbour(a, mac) for a, mac in gw.rtnl.list_permanent_neighbours(link.ifindex) if a in wanted}
+            on_link = {Address(a, n) for a, n in gw.rtnl.list_addresses(link.ifindex)}
             addresses = on_link & set(state.addresses)
     except NetlinkError as exc:
         raise _netlink(f"the routes, neighbours or addresses of {state.ifname}", exc) from exc

@@ -82,7 +82,7 @@ class VifState(NamedTuple):
 
 
 class Link(NamedTuple):
-    index: int
+    ifindex: int
     name: str
     up: bool
     group: int

@@ -23,19 +23,19 @@ if TYPE_CHECKING:
 
 
 class Rename(NamedTuple):
-    index: int
+    ifindex: int
     old: str
     new: str
 
     def inverse(self) -> Step | None:
-        return Rename(self.index, self.new, self.old)
+        return Rename(self.ifindex, self.new, self.old)
 
     def show(self) -> str:
         return f"ip link set {self.old} name {self.new}"
 
 
 class SetLink(NamedTuple):
-    index: int
+    ifindex: int
     ifname: str
     up: bool
     group: int
@@ -43,7 +43,7 @@ class SetLink(NamedTuple):
     was_group: int
 
     def inverse(self) -> Step | None:
-        return SetLink(self.index, self.ifname, self.was_up, self.was_group, self.up, self.group)
+        return SetLink(self.ifindex, self.ifname, self.was_up, self.was_group, self.up, self.group)
 
     def show(self) -> str:
         return f"ip link set {self.ifname} group {self.group} {'up' if self.up else 'down'}"
@@ -87,7 +87,7 @@ class NftChange(NamedTuple):
 
 class RouteChange(NamedTuple):
     present: bool
-    index: int
+    ifindex: int
     ifname: str
     dst: IPAddress
     metric: int
@@ -101,7 +101,7 @@ class RouteChange(NamedTuple):
 
 class NeighbourChange(NamedTuple):
     present: bool
-    index: int
+    ifindex: int
     ifname: str
     addr: IPAddress
     mac: str
@@ -117,7 +117,7 @@ class NeighbourChange(NamedTuple):
 
 class AddressChange(NamedTuple):
     present: bool
-    index: int
+    ifindex: int
     ifname: str
     addr: IPAddress
     prefixlen: int

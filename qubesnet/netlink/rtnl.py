@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..constants import RT_TABLE_MAIN, RTPROT_BOOT
 from . import _pyroute2  # noqa: F401
+from .messages import ifaddrmsg, ifinfmsg, ndmsg, rtmsg
 from .nlsock import (
     NLM_F_CREATE,
     NLM_F_DUMP,
@@ -23,7 +25,6 @@ from .nlsock import (
     NetlinkError,
     NetlinkSocket,
 )
-from .messages import ifaddrmsg, ifinfmsg, ndmsg, rtmsg
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -50,7 +51,7 @@ def _family(addr: IPAddress) -> int:
 
 
 class Link(NamedTuple):
-    index: int
+    ifindex: int
     name: str
     up: bool
     group: int
@@ -103,7 +104,7 @@ class Rtnl:
                 return None
             raise
         return Link(
-            index=answer["index"],
+            ifindex=answer["index"],
             name=answer.get_attr("IFLA_IFNAME"),
             up=bool(answer["flags"] & IFF_UP),
             group=answer.get_attr("IFLA_GROUP") or 0,
@@ -261,7 +262,8 @@ class Rtnl:
         for answer in self._nl.request(msg, RTM_GETROUTE, NLM_F_DUMP, f"list routes to {dst}", decode):
             if answer is None or answer["dst_len"] != dst.max_prefixlen:
                 continue
-            if answer.get_attr("RTA_DST") != str(dst) or (answer.get_attr("RTA_TABLE") or answer["table"]) != RT_TABLE_MAIN:
+            table = answer.get_attr("RTA_TABLE") or answer["table"]
+            if answer.get_attr("RTA_DST") != str(dst) or table != RT_TABLE_MAIN:
                 continue
             found.append(HostRoute(answer.get_attr("RTA_OIF"), answer.get_attr("RTA_PRIORITY") or 0))
         return found
@@ -307,8 +309,8 @@ class Rtnl:
         return self._change(msg, RTM_DELNEIGH, 0, f"delete neighbour {addr}", GONE_NEIGHBOUR)
 
 
-def _decode(cls: type) -> object:
-    def decode(raw: bytes) -> object:
+def _decode(cls: type) -> Callable[[bytes], Any]:
+    def decode(raw: bytes) -> Any:
         msg = cls(raw)
         msg.decode()
         return msg

@@ -17,6 +17,7 @@ import pytest
 from qubes_netsim.cli import BASE_RULESETS, RULESETS_DIR, ruleset_files
 from qubes_netsim.netns import Netns
 from qubes_netsim.topology import UPSTREAM, SimNetvm
+from tests import oracle
 
 ANTISPOOF = {"sets": {"downstream", "allowed"}, "chains": {"prerouting", "antispoof"}}
 FILTER = {"custom-input", "custom-forward", "input", "forward", "postrouting"}
@@ -98,11 +99,14 @@ def test_an_ipv6_disabled_netvm_still_serves_ipv4_clients(ipv6_disabled_sim: Sim
     assert sim.set_elements("ip", "allowed") == {("vif12.0", "10.137.0.12")}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 1: online still creates the ip6 filter chains")
 def test_online_creates_no_ip6_filter_chains_when_ipv6_is_off(ipv6_disabled_sim: SimNetvm) -> None:
     """The filter chains belong to the firewall service: with IPv6 off the
-    base has none in ip6 qubes, and a hotplug event must not add them."""
+    base has none in ip6 qubes, and a hotplug event must not add them; offline
+    leaves the ruleset exactly as it found it."""
     sim = ipv6_disabled_sim
     client = sim.add_client(12, "10.137.0.12")
+    before = oracle.ruleset(sim.netvm)
     assert sim.vif_route("online", client).returncode == 0
     assert objects(sim.netvm, "ip6", "qubes", "chain") == ANTISPOOF["chains"]
+    assert sim.vif_route("offline", client).returncode == 0
+    assert oracle.ruleset(sim.netvm) == before

@@ -22,8 +22,8 @@ from qubesnet.qubesdb import QubesDB
 from qubesnet.qubesdb import default_address as qubesdb_address
 from qubesnet.sysctl import Sysctl
 from qubesnet.xenstore import XenStore, default_address
-from vif_route_qubes.gateways import Gateways, namespaces_gateway
 from vif_route_qubes.event import Options, run_event
+from vif_route_qubes.gateways import Gateways, namespaces_gateway
 from vif_route_qubes.hooks import Hooks
 from vif_route_qubes.inputs import parse_env
 from vif_route_qubes.status import HotplugStatus

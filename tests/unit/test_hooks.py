@@ -20,7 +20,7 @@ def _write(directory: str, name: str, body: str, executable: bool = True) -> Non
 
 
 def test_missing_directory_means_no_hooks(tmp_path: object) -> None:
-    assert Hooks(os.path.join(str(tmp_path), "absent"), 5).list() == []
+    assert Hooks(os.path.join(str(tmp_path), "absent"), 5).executables() == []
 
 
 def test_only_executable_regular_files_in_name_order(tmp_path: object) -> None:
@@ -29,7 +29,7 @@ def test_only_executable_regular_files_in_name_order(tmp_path: object) -> None:
     _write(d, "a", "true")
     _write(d, "c", "true", executable=False)
     os.mkdir(os.path.join(d, "dir"))
-    assert [os.path.basename(h) for h in Hooks(d, 5).list()] == ["a", "b"]
+    assert [os.path.basename(h) for h in Hooks(d, 5).executables()] == ["a", "b"]
 
 
 @pytest.mark.subprocess
@@ -53,9 +53,3 @@ def test_failing_and_hanging_hooks_are_logged(tmp_path: object, caplog: pytest.L
     text = caplog.text
     assert "failed with status 4 oops" in text
     assert "did not finish within 0.3 s" in text
-
-
-def test_dry_run_runs_nothing(tmp_path: object) -> None:
-    d = str(tmp_path)
-    _write(d, "hook", "exit 1")
-    Hooks(d, 5, dry_run=True).run(["online", "vif12.0", "vif"])  # the autouse guard would fail a spawn

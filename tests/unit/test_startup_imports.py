@@ -14,7 +14,8 @@ import pytest
 
 VIF = """
 import sys
-import vif_route_qubes.cli, vif_route_qubes.event, vif_route_qubes.apply, vif_route_qubes.plan
+import vif_route_qubes.cli, vif_route_qubes.event, vif_route_qubes.apply, vif_route_qubes.describe
+import vif_route_qubes.diff, vif_route_qubes.observe, vif_route_qubes.handlers, vif_route_qubes.gateways
 import qubesnet.netlink.rtnl, qubesnet.netlink.ctnl, qubesnet.nft
 print(" ".join(sorted(sys.modules)))
 """
@@ -37,7 +38,7 @@ def test_vif_route_qubes_hot_path() -> None:
     loaded = modules(VIF)
     for heavy in ("asyncio", "dataclasses", "subprocess", "shutil", "pyroute2.iproute", "pyroute2.config",
                   "pyroute2.netlink.rtnl", "pyroute2.netlink.rtnl.ifinfmsg", "vif_route_qubes.mapped",
-                  "vif_route_qubes.apply_mapped", "qubesnet.netns", "jeepney"):
+                  "vif_route_qubes.nsgateway", "qubesnet.netns", "jeepney"):
         assert heavy not in loaded, f"{heavy} is imported on the hot path"
 
 
