@@ -25,6 +25,9 @@ NM_DISPATCHER_DIR ?= $(SYSCONFDIR)/NetworkManager/dispatcher.d
 UDEV_RULES_DIR ?= $(PREFIX)/lib/udev/rules.d
 SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
+# The units that (re)load the netvm's base ruleset: each gets a drop-in that
+# runs qubes-vif-reconcile.service afterwards.
+RECONCILE_DROPINS = qubes-antispoof.service qubes-iptables.service nftables.service
 
 .PHONY: all deps venv lint test unit demo reliability bench clean install install-deps uninstall
 
@@ -102,7 +105,19 @@ install:
 	install -D -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
 	install -D -m 0644 udev/90-qubes-vif-route.rules $(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules
 	install -D -m 0644 systemd/qubes-setup-dnat-to-ns-watch.service \
-		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service \
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-vif-reconcile.service \
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-vif-watch.service
+	for unit in $(RECONCILE_DROPINS); do \
+		rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit.d/50-qubes-vif-reconcile.conf; \
+	done
+	for unit in qubes-vif-reconcile.service qubes-vif-watch.service; do \
+		install -D -m 0644 systemd/$$unit $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit || exit 1; \
+	done
+	for unit in $(RECONCILE_DROPINS); do \
+		install -D -m 0644 systemd/$$unit.d/50-qubes-vif-reconcile.conf \
+			$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit.d/50-qubes-vif-reconcile.conf || exit 1; \
+	done
 
 install-deps: venv
 	$(VPY) -m pip install --quiet --no-deps --target $(DESTDIR)$(PYTHONDIR) pyroute2==0.9.7
@@ -113,7 +128,12 @@ uninstall:
 		$(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns \
 		$(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook \
 		$(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules \
-		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service \
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-vif-reconcile.service \
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-vif-watch.service
+	for unit in $(RECONCILE_DROPINS); do \
+		rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit.d/50-qubes-vif-reconcile.conf; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -72,6 +72,10 @@ class QubesDBDouble(UnixServer):
 
     # --- watches ---
 
+    def watched_paths(self) -> set[str]:
+        """What the connected clients watch now."""
+        return {path for conn in list(self._connections) for path in conn.state.get("watches", [])}
+
     def _fire(self, path: str) -> None:
         for conn in list(self._connections):
             for watched in conn.state.get("watches", []):

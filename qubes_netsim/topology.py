@@ -144,8 +144,7 @@ class SimNetvm:
             )
         )
         if self.load_layout:
-            self.netvm.run([sys.executable, "-m", "qubes_netsim", "load-layout",
-                            "--ipv6", self.BASE_RULESETS[self.base_ruleset]])
+            self.load_base_ruleset()
         q = self.qubesdb
         q.write("/qubes-netvm-gateway", GATEWAY)
         q.write("/qubes-netvm-primary-dns", VIRTUAL_DNS[0])
@@ -153,6 +152,11 @@ class SimNetvm:
         q.write("/qubes-ip", NETVM_UPLINK)
         if self.ipv6:
             q.write("/qubes-netvm-gateway6", GATEWAY6)
+
+    def load_base_ruleset(self) -> None:
+        """What qubes-antispoof.service and qubes-iptables.service do: nft -f of the base files."""
+        self.netvm.run([sys.executable, "-m", "qubes_netsim", "load-layout",
+                        "--ipv6", self.BASE_RULESETS[self.base_ruleset]])
 
     def start_dns(self, records: dict[str, str] | None = None, address: str = UPSTREAM) -> None:
         """A dnsmasq on the upstream host answering only its own records.

@@ -63,6 +63,7 @@ QDB_GATEWAY6: Final = "/qubes-netvm-gateway6"
 QDB_PRIMARY_DNS: Final = "/qubes-netvm-primary-dns"
 QDB_SECONDARY_DNS: Final = "/qubes-netvm-secondary-dns"
 QDB_OWN_IP: Final = "/qubes-ip"
+QDB_OWN_IP6: Final = "/qubes-ip6"
 QDB_SERVICE_PREFIX: Final = "/qubes-service/"
 QDB_MAPPED_PREFIX: Final = "/mapped-ip/"
 # Disposable VMs with hidden addresses get their real address here: for

@@ -77,3 +77,15 @@ def show_status(args: argparse.Namespace) -> int:
     print(f"kernel chain {FAMILY} {QUBES_TABLE} {CHAIN_DNAT_DNS}: "
           + ("up to date" if current else "differs (run qubes-setup-dnat-to-ns to apply)"))
     return 0
+
+
+def status_data(timeout: float, resolv_conf: str = "/etc/resolv.conf") -> dict[str, object]:
+    """What --status shows, as data (for vif-route-qubes status)."""
+    with QubesDB.open(qubesdb_address(os.environ), timeout) as qdb:
+        derived = derive(qdb, resolv_conf, timeout)
+    current = is_current(Nft.shared().query(LISTING, terse=True), build_rules(derived.mapping))
+    lines = describe(derived.mapping) or ["no virtual DNS addresses in QubesDB"]
+    lines.append(f"kernel chain {FAMILY} {QUBES_TABLE} {CHAIN_DNAT_DNS}: " + ("up to date" if current else "differs"))
+    return {"lines": lines, "current": current,
+            "mappings": [{"virtual": str(m.virtual), "upstream": str(m.upstream.addr) if m.upstream else None,
+                          "origin": m.upstream.origin if m.upstream else None} for m in derived.mapping]}

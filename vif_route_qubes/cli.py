@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from enum import IntEnum
@@ -37,6 +38,14 @@ neighbour entries, gateway addresses, sysctls, stale conntrack entries and
 the administrator's network hooks. "add" and "remove" are accepted and do
 nothing (they concern tap devices).
 
+For administrators: "status" shows every vif XenStore knows and every
+vif-like interface, set element or -nat namespace the kernel holds, with a
+verdict each (ok, drift, orphan, failed, invalid, pending), then the virtual
+DNS mapping; it only reads. "reconcile" converges every connected vif that
+drifted exactly as online would and removes orphans as offline would.
+"watch" stays running and reconciles when QubesDB's gateways of this netvm
+change.
+
 Environment: vif (interface name, vif<domid>.<devid>), XENBUS_PATH (the
 backend's XenStore directory), XENSTORED_PATH and QUBESDB_SOCKET (optional
 daemon sockets).
@@ -44,12 +53,18 @@ daemon sockets).
 
 EPILOG = """\
 exit status:
-  0  success (online: hotplug-status=connected written to XenStore)
+  0  success (online: hotplug-status=connected written to XenStore;
+     status: every vif ok or pending; reconcile: all converged)
   1  failure: a one-line reason is logged and, when XENBUS_PATH is usable,
      written to hotplug-error with hotplug-status=error; a failed online
      leaves the interface down with nothing of this event applied
+     (status: something drifted, is orphaned, failed or invalid;
+     reconcile: something could not be converged, named on stdout)
   2  bad command line
 """
+
+HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
+ADMIN_COMMANDS = ("status", "reconcile", "watch")
 
 
 class ExitCode(IntEnum):
@@ -65,7 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=EPILOG,
         formatter_class=help_formatter,
     )
-    parser.add_argument("command", metavar="COMMAND", help="online, offline, add or remove")
+    parser.add_argument("command", metavar="COMMAND",
+                        help="online, offline, add or remove (hotplug); status, reconcile or watch")
+    parser.add_argument("targets", metavar="VIF", nargs="*", help="status: only these vifs (default: all)")
+    parser.add_argument("--json", action="store_true", help="status: the documented JSON schema instead of a table")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (debug level)")
     parser.add_argument(
         "-n", "--dry-run", action="store_true",
@@ -83,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=5.0, metavar="SECONDS",
         help="how long to wait for XenStore and QubesDB (default 5)",
     )
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def _printable(value: str) -> str:
@@ -95,6 +113,12 @@ def _printable(value: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command in ADMIN_COMMANDS:
+        setup_logging("vif-route-qubes", args.verbose)
+        return _admin(args)
+    if args.targets or args.json:
+        print("vif-route-qubes: VIF arguments and --json are for status", file=sys.stderr)
+        return ExitCode.USAGE
     setup_logging("vif-route-qubes", args.verbose, hotplug_log=True)
     started = time.monotonic()
     environ = os.environ
@@ -111,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     xs: XenStore | None = None
     try:
         if args.command not in ("online", "offline"):
-            raise ConfigError("COMMAND", f"unknown command {command}: expected online, offline, add or remove")
+            raise ConfigError("COMMAND", f"unknown command {command}: expected online, offline, add or remove "
+                              "(or status, reconcile, watch)")
         env = parse_env(environ)
         xs = XenStore.open(default_address(environ), args.timeout)
         if environ.get("UDEV_CALL") == "1" and xs.read("libxl/disable_udev") is not None:
@@ -128,6 +153,43 @@ def main(argv: list[str] | None = None) -> int:
             xs.close()
     log.info("%s: %s (%.0f ms)", label, outcome, (time.monotonic() - started) * 1000)
     return ExitCode.OK
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from qubesnet.netlink.ctnl import Conntrack
+    from qubesnet.netlink.rtnl import Rtnl
+    from qubesnet.nft import Nft
+    from qubesnet.qubesdb import QubesDB
+    from qubesnet.qubesdb import default_address as qubesdb_address
+    from qubesnet.sysctl import Sysctl
+    from qubesnet.xenstore import XenStore, default_address
+
+    from .admin import Context, run_reconcile, run_status, run_watch
+    from .gateways import Gateways, namespaces_gateway, recording
+    from .hooks import Hooks
+
+    if args.targets and args.command != "status":
+        print("vif-route-qubes: VIF arguments are for status", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        with XenStore.open(default_address(os.environ), args.timeout) as xs:
+            gw = Gateways(rtnl=Rtnl(), nft=Nft.shared(), sysctl=Sysctl(), conntrack=Conntrack(),
+                          hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT), status=HotplugStatus(xs, ""),
+                          namespaces=namespaces_gateway())
+            if args.dry_run:
+                gw = recording(gw, lambda line: log.debug("dry run, not done: %s", line))
+            ctx = Context(xs, lambda: QubesDB.open(qubesdb_address(os.environ), args.timeout), gw)
+            if args.command == "status":
+                return run_status(ctx, sys.stdout, targets=tuple(args.targets), as_json_output=args.json,
+                                  timeout=args.timeout)
+            if args.command == "reconcile":
+                return run_reconcile(ctx, sys.stdout)
+            return run_watch(ctx, sys.stdout)
+    except QubesNetError as exc:
+        log.error("%s failed: %s", args.command, exc)
+        return ExitCode.FAILURE
+    except KeyboardInterrupt:
+        return ExitCode.OK
 
 
 def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: str, args: argparse.Namespace) -> None:

@@ -34,10 +34,12 @@ def describe(inp: VifInputs, env: Environment) -> VifState:
     # routed only where IPv6 works on the interface. An IPv6 problem never
     # costs the client its IPv4 connectivity.
     protected = tuple(a for a in addrs if a.version == 4 or env.ipv6_kernel)
-    routed = tuple(a for a in addrs if a.version == 4 or ipv6_on_vif)
+    routed = tuple(a for a in addrs if a.version == 4 or (ipv6_on_vif and inp.netvm_ipv6))
     for addr in addrs:
         if addr not in routed:
             where = f"on {ifname}, a mapped vif" if mapped else f"on {ifname}" if env.ipv6_kernel else "in the kernel"
+            if env.ipv6_kernel and not mapped and ipv6_on_vif:
+                where = "for this netvm (no /qubes-netvm-gateway6 nor /qubes-ip6 in QubesDB)"
             notes.append(f"IPv6 is disabled {where}: no route to {addr}")
     for addr in inp.addresses.ignored:
         notes.append(f"ignoring extra address {addr} (one per family is used)")
@@ -85,4 +87,22 @@ def describe(inp: VifInputs, env: Environment) -> VifState:
         purge=protected,
         hook_addresses=addrs,
         notes=tuple(notes),
+    )
+
+
+def subtract(old: VifState, new: VifState) -> VifState:
+    """The objects ``old`` describes and ``new`` no longer does (what a change
+    of QubesDB, say a gateway that went away, leaves behind)."""
+    keys = {s.key for s in new.sysctls}
+    return old._replace(
+        sysctls=tuple(s for s in old.sysctls if s.key not in keys),
+        elements=tuple(e for e in old.elements if e not in new.elements),
+        routes=tuple(r for r in old.routes if r not in new.routes),
+        neighbours=tuple(n for n in old.neighbours if n.addr not in {m.addr for m in new.neighbours}),
+        addresses=tuple(a for a in old.addresses if a not in new.addresses),
+        flowtable=False,
+        namespace=None,
+        purge=(),
+        hook_addresses=(),
+        notes=(),
     )

@@ -143,26 +143,24 @@ def kept_in_downstream(state: VifState, obs: Observed) -> frozenset[Element]:
     return frozenset(e for e in state.elements if e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)
 
 
-def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> Plan:
-    """Remove what the description names and the kernel holds; nothing else."""
+def plan_removal(state: VifState, obs: Observed, *, flowtable: bool = False) -> list[Step]:
+    """Remove what ``state`` names and the kernel holds: routes, elements (but
+    the downstream ones another interface needs), with ``flowtable`` the
+    flowtable membership (ours whenever it is there: our table), neighbours,
+    addresses, and sysctls (back to what a new interface gets)."""
     link = obs.link
     ifname = link.name if link is not None else state.ifname
     steps: list[Step] = []
-
     if link is not None:
-        # Stop traffic first.
-        if link.up or link.group != 0:
-            steps.append(SetLink(link.ifindex, link.name, False, 0, link.up, link.group))
-        steps += [RouteChange(False, link.ifindex, link.name, r.dst, r.metric) for r in state.routes if r in obs.routes]
-
+        steps += [RouteChange(False, link.ifindex, link.name, r.dst, r.metric) for r in state.routes
+                  if r in obs.routes]
     keep = kept_in_downstream(state, obs)
     gone = [e for e in state.elements if e in obs.elements and e not in keep]
     commands = build_elements(gone, present=False)
-    if link is not None and obs.flow.member:
+    if link is not None and obs.flow.member and flowtable:
         commands += build_flowtable(ifname, table=True, present=False)
     if commands:
-        steps.append(NftChange(f"offline {ifname}", tuple(commands), ()))
-
+        steps.append(NftChange(f"remove {ifname}", tuple(commands), ()))
     if link is not None:
         present = {n.addr for n in obs.neighbours}
         steps += [NeighbourChange(False, link.ifindex, link.name, n.addr, n.mac or "") for n in state.neighbours
@@ -175,6 +173,19 @@ def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> P
             if current == sysctl.value and default is not None and default != current:
                 key = sysctl.key.replace(f"/conf/{state.ifname}/", f"/conf/{link.name}/", 1)
                 steps.append(SetSysctl(key, default, current))
+    return steps
+
+
+def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> Plan:
+    """Remove what the description names and the kernel holds; nothing else."""
+    link = obs.link
+    ifname = link.name if link is not None else state.ifname
+    steps: list[Step] = []
+    # Stop traffic first.
+    if link is not None and (link.up or link.group != 0):
+        steps.append(SetLink(link.ifindex, link.name, False, 0, link.up, link.group))
+    steps += plan_removal(state, obs, flowtable=True)
+    keep = kept_in_downstream(state, obs)
     steps += _hooks("offline", state)
     if link is not None and not namespace.exists and link.name == state.ifname != state.vif:
         steps.append(Rename(link.ifindex, link.name, state.vif))

@@ -148,10 +148,21 @@ def _lock_listed_addresses(gw: Gateways, inp: VifInputs, locks: KeyLocks) -> Vif
     raise ApplyError(f"the addresses of {inp.ifname} in the allowed set keep changing; retry offline")
 
 
-def _online(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
-    from .describe import describe
-    from .diff import plan_namespace, plan_online
+def _online(applier: Applier, gw: Gateways, inp: VifInputs, *, reconcile: bool = False,
+            previous: VifInputs | None = None) -> Plan:
+    """Converge the vif to its description; on any failure, undo and fail closed.
+
+    ``reconcile``: the vif is already connected as far as libxl knows, so
+    no hotplug-status is written, and the hooks run and stale connections
+    are purged only if nothing of the vif was configured at all (a running
+    client keeps its connections). ``previous``: the inputs the vif was set
+    up with, when they changed (a gateway came or went): what only those
+    described goes too.
+    """
+    from .describe import describe, subtract
+    from .diff import plan_namespace, plan_online, plan_removal
     from .observe import find_link, read_environment, read_namespace, read_observed
+    from .steps import PurgeConntrack, ReportConnected, RunHooks
 
     try:
         env = read_environment(gw, inp)
@@ -165,7 +176,17 @@ def _online(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
         if inp.mapping is not None:
             m = inp.mapping
             log.info("%s is mapped: the client sees %s behind %s", m.real, m.visible, m.visible_gateway)
-        plan = plan_online(state, read_observed(gw, state, env.link, env), inp.xenbus_path)
+        obs = read_observed(gw, state, env.link, env)
+        plan = plan_online(state, obs, inp.xenbus_path)
+        steps = list(plan.steps)
+        if previous is not None:
+            stale = subtract(describe(previous, env), state)
+            steps[-1:-1] = plan_removal(stale, read_observed(gw, stale, env.link, env))
+        if reconcile:
+            fresh = obs.link is not None and not obs.link.up and obs.link.group != state.group and not obs.elements
+            skip = (ReportConnected,) if fresh else (ReportConnected, RunHooks, PurgeConntrack)
+            steps = [s for s in steps if not isinstance(s, skip)]
+        plan = plan._replace(steps=tuple(steps))
         for note in plan.notes:
             log.warning("%s", note)
         applier.fail_closed = plan.link_index
@@ -192,3 +213,22 @@ def _offline(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
         more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
         raise ApplyError(errors[0] + more)
     return plan
+
+
+def _remove_downstream(applier: Applier, gw: Gateways, inp: VifInputs) -> None:
+    """Downstream elements no interface may send from (an orphan's remains),
+    unless another interface routes the address."""
+    from qubesnet.constants import SET_DOWNSTREAM
+
+    from .describe import describe
+    from .diff import plan_removal
+    from .observe import read_environment, read_observed
+    from .state import Element
+
+    env = read_environment(gw, inp)
+    state = describe(inp, env)
+    state = state._replace(elements=tuple(Element(SET_DOWNSTREAM, a) for a in inp.addresses.used), routes=(),
+                           neighbours=(), addresses=(), sysctls=())
+    errors = applier.apply_best_effort(plan_removal(state, read_observed(gw, state, None, env)))
+    if errors:
+        raise ApplyError(errors[0])

@@ -17,6 +17,7 @@ from qubesnet.constants import (
     QDB_GATEWAY6,
     QDB_MAPPED_PREFIX,
     QDB_OWN_IP,
+    QDB_OWN_IP6,
     QDB_PRIMARY_DNS,
     QDB_SECONDARY_DNS,
     QDB_SERVICE_PREFIX,
@@ -70,6 +71,10 @@ class VifInputs(NamedTuple):
     harden: bool
     flowtable: bool
     mapping: MappedAddress | None = None  # a disposable VM's hidden address
+    # IPv6 is on for this netvm (QubesDB /qubes-ip6 or /qubes-netvm-gateway6):
+    # only then are clients' IPv6 addresses routed. Offline, and without
+    # QubesDB, it is taken as on, so that their routes are removed.
+    netvm_ipv6: bool = True
 
     @property
     def renamed(self) -> bool:
@@ -166,6 +171,7 @@ def read_netvm(inp: VifInputs, qdb: QubesDB, *, online: bool, mapped_wait: float
     ):
         mapping = read_mapping(qdb, real, gateway, mapped_wait if online else 0.0)
     return inp._replace(
+        netvm_ipv6=not online or gateway6 is not None or qdb.read(QDB_OWN_IP6) is not None,
         gateway=gateway,
         gateway6=gateway6,
         harden=read_service_flag(qdb, SERVICE_HARDEN),

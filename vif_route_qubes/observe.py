@@ -167,7 +167,7 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
     elsewhere: set[IPAddress] = set()
     wanted_routes = {r.dst: r for r in state.routes}
     try:
-        for addr in state.client_addresses:
+        for addr in dict.fromkeys((*state.client_addresses, *(r.dst for r in state.routes))):
             for found in gw.rtnl.host_routes_to(addr):
                 if link is not None and found.oif == link.ifindex:
                     if addr in wanted_routes and found.metric == wanted_routes[addr].metric:

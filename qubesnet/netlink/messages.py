@@ -87,4 +87,10 @@ class ndmsg(nlmsg):  # noqa: N801
         (0, "NDA_UNSPEC", "none"),
         (1, "NDA_DST", "ipaddr"),
         (2, "NDA_LLADDR", "l2addr"),
+        (3, "NDA_CACHEINFO", "hex"),
+        (4, "NDA_PROBES", "hex"),
+        (5, "NDA_VLAN", "hex"),
+        (6, "NDA_PORT", "hex"),
+        (7, "NDA_VNI", "hex"),
+        (8, "NDA_IFINDEX", "uint32"),
     )

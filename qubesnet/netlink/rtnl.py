@@ -110,6 +110,15 @@ class Rtnl:
             group=answer.get_attr("IFLA_GROUP") or 0,
         )
 
+    def list_links(self) -> list[Link]:
+        """Every interface of this namespace."""
+        answers = self._nl.request(ifinfmsg(), RTM_GETLINK, NLM_F_DUMP, "list links", _decode(ifinfmsg))
+        return [
+            Link(ifindex=a["index"], name=a.get_attr("IFLA_IFNAME"), up=bool(a["flags"] & IFF_UP),
+                 group=a.get_attr("IFLA_GROUP") or 0)
+            for a in answers
+        ]
+
     def set_link(
         self,
         index: int,
@@ -276,7 +285,8 @@ class Rtnl:
         for family in (socket.AF_INET, socket.AF_INET6):
             msg = ndmsg()
             msg["family"] = family
-            msg["ifindex"] = index  # a filter, with NETLINK_GET_STRICT_CHK
+            # A filter, with NETLINK_GET_STRICT_CHK (the header's ifindex must stay 0).
+            msg["attrs"] = [("NDA_IFINDEX", index)]
             answers = self._nl.request(msg, RTM_GETNEIGH, NLM_F_DUMP, f"list neighbours of {index}", _decode(ndmsg))
             for answer in answers:
                 dst = answer.get_attr("NDA_DST")

@@ -48,7 +48,8 @@ def test_add_and_remove_succeed_doing_nothing(xsd: XenStoreDouble, command: str)
 def test_unknown_command_is_reported_to_libxl(xsd: XenStoreDouble, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["restart"]) == ExitCode.FAILURE
     assert xsd.read(f"{BASE}/hotplug-status") == b"error"
-    assert xsd.read(f"{BASE}/hotplug-error") == b"COMMAND: unknown command restart: expected online, offline, add or remove"
+    assert xsd.read(f"{BASE}/hotplug-error") == (
+        b"COMMAND: unknown command restart: expected online, offline, add or remove (or status, reconcile, watch)")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown command restart" in err[0]
 
@@ -88,3 +89,9 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "exit status:" in out and "hotplug-status=error" in out
+
+
+def test_vif_arguments_are_for_status_only(xsd: XenStoreDouble) -> None:
+    assert main(["online", "vif12.0"]) == ExitCode.USAGE
+    assert main(["reconcile", "vif12.0"]) == ExitCode.USAGE
+    assert xsd.requests == []

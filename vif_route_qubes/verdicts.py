@@ -1,0 +1,82 @@
+"""What ``status`` says of a vif, from the steps ``online`` would take (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from .steps import (
+    AddressChange,
+    ConfigureNamespace,
+    CreateNamespace,
+    CreateVeth,
+    MoveIntoNamespace,
+    NeighbourChange,
+    NftChange,
+    PurgeConntrack,
+    RemoveNamespace,
+    Rename,
+    ReportConnected,
+    RouteChange,
+    RunHooks,
+    SetLink,
+    SetSysctl,
+    Step,
+)
+
+# ok: the kernel holds what XenStore and QubesDB describe; drift: it does not;
+# orphan: kernel state no XenStore vif claims; failed: the hotplug reported
+# an error; invalid: XenStore or QubesDB hold values that cannot be used;
+# pending: XenStore has the vif, but its hotplug has not reported yet.
+Verdict = Literal["ok", "drift", "orphan", "failed", "invalid", "pending"]
+VERDICTS: tuple[Verdict, ...] = ("ok", "drift", "orphan", "failed", "invalid", "pending")
+HEALTHY: frozenset[str] = frozenset({"ok", "pending"})
+
+
+def _nft(step: NftChange) -> list[str]:
+    found = []
+    for command in step.commands:
+        ((verb, obj),) = command.items()
+        if verb != "add":
+            continue
+        ((kind, body),) = obj.items()
+        if kind == "element":
+            for elem in body["elem"]:
+                addr = elem["concat"][1] if isinstance(elem, dict) else elem
+                found.append(f"missing {body['name']} {addr}")
+        elif kind in ("table", "set", "chain"):
+            found.append(f"missing {kind} {body['family']} {body['table'] if kind != 'table' else ''} "
+                         f"{body.get('name', '')}".replace("  ", " ").strip())
+        elif kind == "flowtable":
+            found.append("not in the flowtable")
+    return found
+
+
+def _one(step: Step) -> list[str]:
+    if isinstance(step, Rename):
+        return [f"named {step.old}, not {step.new}"]
+    if isinstance(step, SetSysctl):
+        return [f"sysctl {step.key.rsplit('/', 1)[-1]} is {step.previous}, not {step.value}"]
+    if isinstance(step, NftChange):
+        return _nft(step)
+    if isinstance(step, SetLink):
+        state = "down" if not step.was_up else f"in group {step.was_group}"
+        return [f"link {state}"]
+    if isinstance(step, RouteChange):
+        return [f"no route to {step.dst}"]
+    if isinstance(step, NeighbourChange):
+        return [f"no neighbour entry for {step.addr}"]
+    if isinstance(step, AddressChange):
+        return [f"no gateway address {step.addr}"]
+    if isinstance(step, (CreateNamespace, MoveIntoNamespace, CreateVeth, RemoveNamespace)):
+        return [f"namespace: {step.show()}"]
+    if isinstance(step, ConfigureNamespace):
+        return [f"namespace {step.ns} not configured"]
+    if isinstance(step, (PurgeConntrack, RunHooks, ReportConnected)):
+        return []  # what every online does, not a difference
+    return [step.show()]
+
+
+def drift_of(steps: Iterable[Step]) -> tuple[str, ...]:
+    """What differs, one short phrase per object, from the steps that would converge it."""
+    return tuple(dict.fromkeys(phrase for step in steps for phrase in _one(step)))
