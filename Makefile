@@ -105,12 +105,7 @@ install:
 	install -D -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
 	install -D -m 0644 udev/90-qubes-vif-route.rules $(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules
 	install -D -m 0644 systemd/qubes-setup-dnat-to-ns-watch.service \
-		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service \
-		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-vif-reconcile.service \
-		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-vif-watch.service
-	for unit in $(RECONCILE_DROPINS); do \
-		rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit.d/50-qubes-vif-reconcile.conf; \
-	done
+		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
 	for unit in qubes-vif-reconcile.service qubes-vif-watch.service; do \
 		install -D -m 0644 systemd/$$unit $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit || exit 1; \
 	done

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from qubesnet.constants import LOCK_FILE, LOCK_TIMEOUT, QDB_GATEWAY, QDB_GATEWAY6, QDB_OWN_IP6
 from qubesnet.errors import QubesNetError, StoreError
@@ -24,10 +24,12 @@ from qubesnet.qubesdb import QubesDB
 from qubesnet.validate import VIF_RE, VifName, parse_address_list, parse_vif_name
 from qubesnet.xenstore import XenStore
 
-from .gateways import Gateways
 from .inputs import VifInputs, read_gateways, read_netvm
-from .survey import VifReport, backend_vifs, inspect_vif, orphans, read_inventory
 from .verdicts import HEALTHY
+
+if TYPE_CHECKING:
+    from .gateways import Gateways
+    from .survey import VifReport
 
 log = logging.getLogger("vif-route-qubes")
 
@@ -35,11 +37,23 @@ SCHEMA = 1
 COLUMNS = ("NAME", "DOMID", "ADDRESSES", "MAC", "HOTPLUG", "MAPPED", "VERDICT")
 
 
-class Context(NamedTuple):
-    xs: XenStore
-    open_qubesdb: Callable[[], QubesDB]
-    gw: Gateways
-    lock_file: str = LOCK_FILE
+class Context:
+    """XenStore, QubesDB and the gateways, made on first use: an idle watch
+    holds no netlink socket and no libnftables context."""
+
+    def __init__(self, xs: XenStore, open_qubesdb: Callable[[], QubesDB], make_gateways: Callable[[], Gateways],
+                 lock_file: str = LOCK_FILE) -> None:
+        self.xs = xs
+        self.open_qubesdb = open_qubesdb
+        self._make_gateways = make_gateways
+        self._gw: Gateways | None = None
+        self.lock_file = lock_file
+
+    @property
+    def gw(self) -> Gateways:
+        if self._gw is None:
+            self._gw = self._make_gateways()
+        return self._gw
 
 
 @contextmanager
@@ -56,6 +70,8 @@ def _qubesdb(ctx: Context) -> Iterator[QubesDB | None]:
 
 def survey(ctx: Context, targets: tuple[str, ...] = ()) -> list[VifReport]:
     """Every vif's report: XenStore's, then the kernel's orphans."""
+    from .survey import backend_vifs, inspect_vif, orphans, read_inventory
+
     with _qubesdb(ctx) as qdb:
         reports = [inspect_vif(ctx.gw, ctx.xs, qdb, name, path) for name, path in backend_vifs(ctx.xs)]
     reports += orphans(read_inventory(ctx.gw), reports)
@@ -209,19 +225,14 @@ def run_reconcile(ctx: Context, out: TextIO, *, previous: Previous | None = None
     changed = 0
     for report in reports:
         wanted = report.verdict == "drift" or (previous is not None and report.hotplug_status == "connected")
-        if report.verdict == "orphan":
-            action: Callable[[], None] = lambda r=report: _remove_orphan(ctx, r, say)  # noqa: E731
-        elif wanted and report.inputs is not None:
-            action = lambda r=report: _converge(ctx, r, say, previous)  # noqa: E731
-        else:
+        if report.verdict != "orphan" and not (wanted and report.inputs is not None):
             continue
         lines: list[str] = []
-
-        def say(line: str, lines: list[str] = lines) -> None:
-            lines.append(line)
-
         try:
-            action()
+            if report.verdict == "orphan":
+                _remove_orphan(ctx, report, lines.append)
+            else:
+                _converge(ctx, report, lines.append, previous)
         except QubesNetError as exc:
             failed.append(f"{report.name}: {exc}")
             out.write(f"{report.name}: could not converge: {exc}\n")

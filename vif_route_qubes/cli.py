@@ -156,29 +156,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    from qubesnet.netlink.ctnl import Conntrack
-    from qubesnet.netlink.rtnl import Rtnl
-    from qubesnet.nft import Nft
     from qubesnet.qubesdb import QubesDB
     from qubesnet.qubesdb import default_address as qubesdb_address
-    from qubesnet.sysctl import Sysctl
     from qubesnet.xenstore import XenStore, default_address
 
     from .admin import Context, run_reconcile, run_status, run_watch
-    from .gateways import Gateways, namespaces_gateway, recording
-    from .hooks import Hooks
 
     if args.targets and args.command != "status":
         print("vif-route-qubes: VIF arguments are for status", file=sys.stderr)
         return ExitCode.USAGE
     try:
         with XenStore.open(default_address(os.environ), args.timeout) as xs:
-            gw = Gateways(rtnl=Rtnl(), nft=Nft.shared(), sysctl=Sysctl(), conntrack=Conntrack(),
-                          hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT), status=HotplugStatus(xs, ""),
-                          namespaces=namespaces_gateway())
-            if args.dry_run:
-                gw = recording(gw, lambda line: log.debug("dry run, not done: %s", line))
-            ctx = Context(xs, lambda: QubesDB.open(qubesdb_address(os.environ), args.timeout), gw)
+            ctx = Context(xs, lambda: QubesDB.open(qubesdb_address(os.environ), args.timeout),
+                          lambda: _admin_gateways(args, xs))
             if args.command == "status":
                 return run_status(ctx, sys.stdout, targets=tuple(args.targets), as_json_output=args.json,
                                   timeout=args.timeout)
@@ -190,6 +180,23 @@ def _admin(args: argparse.Namespace) -> int:
         return ExitCode.FAILURE
     except KeyboardInterrupt:
         return ExitCode.OK
+
+
+def _admin_gateways(args: argparse.Namespace, xs: XenStore) -> Gateways:
+    from qubesnet.netlink.ctnl import Conntrack
+    from qubesnet.netlink.rtnl import Rtnl
+    from qubesnet.nft import Nft
+    from qubesnet.sysctl import Sysctl
+
+    from .gateways import Gateways, namespaces_gateway, recording
+    from .hooks import Hooks
+
+    gw = Gateways(rtnl=Rtnl(), nft=Nft.shared(), sysctl=Sysctl(), conntrack=Conntrack(),
+                  hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT), status=HotplugStatus(xs, ""),
+                  namespaces=namespaces_gateway())
+    if args.dry_run:
+        gw = recording(gw, lambda line: log.debug("dry run, not done: %s", line))
+    return gw
 
 
 def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: str, args: argparse.Namespace) -> None:

@@ -178,7 +178,8 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
         addresses: set[Address] = set()
         if link is not None:
             wanted = {n.addr for n in state.neighbours}
-            neighbours = {Neighbour(a, mac) for a, mac in gw.rtnl.list_permanent_neighbours(link.ifindex) if a in wanted}
+            neighbours = {Neighbour(a, mac) for a, mac in gw.rtnl.list_permanent_neighbours(link.ifindex)
+                          if a in wanted}
             on_link = {Address(a, n) for a, n in gw.rtnl.list_addresses(link.ifindex)}
             addresses = on_link & set(state.addresses)
     except NetlinkError as exc:

@@ -145,7 +145,8 @@ def orphans(inventory: Inventory, reports: list[VifReport]) -> list[VifReport]:
     claimed = {r.name for r in reports}
     claimed |= {f"vif{r.domid}.{r.devid}" for r in reports if r.domid is not None}
     names = {n for n, (up, group) in inventory.links.items()
-             if up or group == VIF_GROUP or inventory.neighbours[n] or inventory.addresses[n] or n in inventory.proxy_arp}
+             if up or group == VIF_GROUP or inventory.neighbours[n] or inventory.addresses[n]
+             or n in inventory.proxy_arp}
     names |= set(inventory.allowed)
     # A -nat namespace counts when this netvm still has the interface it
     # stands for (the veth's end): the directory of named namespaces is the
