@@ -20,8 +20,8 @@ DESCRIPTION = """\
 Replace the nftables chain "ip qubes dnat-dns" so that DNS queries (UDP and
 TCP port 53) sent by client VMs to the virtual DNS addresses (QubesDB
 /qubes-netvm-primary-dns and /qubes-netvm-secondary-dns) are translated to
-the real servers of this VM's uplink: systemd-resolved's (over D-Bus, global
-entries first) when it has any, else the nameserver lines of resolv.conf.
+the real servers of this VM's uplink: systemd-resolved's (over D-Bus; only its
+global entries when it has any) when it has any, else the nameserver lines of resolv.conf.
 Loopback, stub, multicast and IPv6 servers are skipped. With no usable
 server, DNS to the virtual addresses is dropped, never left untranslated.
 The old chain is replaced by the new one in one atomic transaction; after a

@@ -249,10 +249,12 @@ def bus(dns: tuple[SimNetvm, Client]) -> Iterator[PrivateBus]:
         private.stop()
 
 
-def test_resolved_global_entries_come_first(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+def test_resolved_global_entries_alone_when_there_are_any(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+    """A global server beside per-link ones (Tailscale's 100.100.100.100 beside
+    the LAN's): every query goes to the global one, none bypasses it."""
     sim, client = dns
     sim.write_resolv_conf("nameserver 127.0.0.53\n")  # the stub, as with resolved
-    fake = FakeResolved(bus, [(2, SERVER_B), (0, SERVER_A)]).start()
+    fake = FakeResolved(bus, [(2, SERVER_B), (0, SERVER_A), (2, "2001:db8:100::53")]).start()
     try:
         result = sim.dnat()
         status = sim.dnat("--status").stdout
@@ -260,10 +262,10 @@ def test_resolved_global_entries_come_first(dns: tuple[SimNetvm, Client], bus: P
         fake.stop()
 
     assert result.returncode == 0, result.stderr
-    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_A
-    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_B
+    assert answers(client) == {key: ANSWER_A for key in answers(client)}
     assert f"10.139.1.1 -> {SERVER_A} (systemd-resolved, global)" in status
-    assert f"10.139.1.2 -> {SERVER_B} (systemd-resolved, link 2)" in status
+    assert f"10.139.1.2 -> {SERVER_A} (systemd-resolved, global)" in status
+    assert "2 per-link server(s) ignored" in result.stderr
 
 
 def test_resolved_per_link_entries_alone(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:

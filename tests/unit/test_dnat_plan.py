@@ -29,12 +29,21 @@ def test_resolv_conf_caps_the_number_of_servers() -> None:
     assert len(servers) == 16 and len(notes) == 13
 
 
-def test_resolved_global_first_order_kept() -> None:
-    value = [(3, 2, bytes([192, 0, 2, 3])), (0, 2, bytes([192, 0, 2, 1])), (2, 10, bytes(15) + b"\x01"), (0, 2, bytes([192, 0, 2, 2]))]
+def test_resolved_global_entries_alone_when_there_are_any() -> None:
+    value = [(3, 2, bytes([192, 0, 2, 3])), (0, 2, bytes([192, 0, 2, 1])), (2, 10, bytes(15) + b"\x01"),
+             (0, 10, bytes([0x20, 0x01, 0x0d, 0xb8]) + bytes(11) + b"\x05"), (0, 2, bytes([192, 0, 2, 2]))]
     servers, notes = parse_resolved_dns(value)
-    assert [str(s.addr) for s in servers] == ["192.0.2.1", "192.0.2.2", "192.0.2.3", "::1"]
-    assert servers[0].origin == "systemd-resolved, global" and servers[2].origin == "systemd-resolved, link 3"
-    assert notes == []
+    # Both families: the per-link IPv4 and IPv6 entries are left out.
+    assert [str(s.addr) for s in servers] == ["192.0.2.1", "2001:db8::5", "192.0.2.2"]
+    assert {s.origin for s in servers} == {"systemd-resolved, global"}
+    assert notes == ["systemd-resolved: 2 per-link server(s) ignored: global servers take precedence"]
+
+
+def test_resolved_per_link_entries_in_order_without_global_ones() -> None:
+    value = [(3, 2, bytes([192, 0, 2, 3])), (2, 10, bytes(15) + b"\x01"), (2, 2, bytes([192, 0, 2, 2]))]
+    servers, notes = parse_resolved_dns(value)
+    assert [str(s.addr) for s in servers] == ["192.0.2.3", "::1", "192.0.2.2"]
+    assert servers[0].origin == "systemd-resolved, link 3" and notes == []
 
 
 @pytest.mark.parametrize(
