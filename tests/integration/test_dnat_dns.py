@@ -204,9 +204,17 @@ def test_dispatcher_follows_an_upstream_change(dns: tuple[SimNetvm, Client]) -> 
     assert resolve(client, VIRTUAL_DNS[1], tcp=True) == ANSWER_B
     assert read(log).count("try-restart qubes-updates-proxy.service") == 2
 
+    # `nmcli device reapply` dispatches only `reapply`: followed too.
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+    assert sim.netvm.run(hook + ["reapply"], env=env).returncode == 0
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_A
+    sim.write_resolv_conf(f"nameserver {SERVER_B}\n")
+    assert sim.netvm.run(hook + ["reapply"], env=env).returncode == 0
+    assert read(log).count("try-restart qubes-updates-proxy.service") == 4
+
     # Unchanged (exit 100): no restart of the updates proxy.
     assert sim.netvm.run(hook + ["dns-change"], env=env).returncode == 0
-    assert read(log).count("try-restart qubes-updates-proxy.service") == 2
+    assert read(log).count("try-restart qubes-updates-proxy.service") == 4
 
     # Other actions: the tool does not even run.
     sim.write_resolv_conf(f"nameserver {SERVER_A}\n")

@@ -7,6 +7,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -62,20 +63,79 @@ def test_udevadm_verify_where_available() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.subprocess
-def test_dispatcher_exits_at_once_for_other_actions(tmp_path: object) -> None:
-    marker = os.path.join(str(tmp_path), "ran")
-    tool = os.path.join(str(tmp_path), "tool")
+HOOK = os.path.join(REPO, "dispatcher", "qubes-nmhook")
+# NetworkManager-dispatcher(8): the actions after which DNS cannot have changed.
+CANNOT_CHANGE_DNS = ("pre-up", "pre-down", "vpn-pre-up", "vpn-pre-down", "hostname", "connectivity-change")
+# Every other documented action, `reapply` (the one NetworkManager 1.42 sends
+# after `nmcli device reapply`), and names from releases yet to come.
+MAY_CHANGE_DNS = ("up", "down", "vpn-up", "vpn-down", "dhcp4-change", "dhcp6-change", "reapply", "dns-change",
+                  "some-future-action", "")
+
+
+def _fake_tools(tmp: str, exit_status: int, body: str = "") -> tuple[str, dict[str, str]]:
+    """A stand-in for qubes-setup-dnat-to-ns that records its runs, and a
+    systemctl first in PATH that records its arguments. Returns (log, env)."""
+    log = os.path.join(tmp, "log")
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    tool = os.path.join(tmp, "tool")
     with open(tool, "w") as handle:
-        handle.write(f"#!/bin/sh\ntouch {marker}\nexit 100\n")
-    os.chmod(tool, stat.S_IRWXU)
-    script = os.path.join(REPO, "dispatcher", "qubes-nmhook")
-    env = dict(os.environ, QUBES_SETUP_DNAT_TO_NS=tool)
-    for action in ("connectivity-change", "pre-up", "hostname", ""):
-        assert subprocess.run([script, "eth0", action], env=env, timeout=5).returncode == 0
-        assert not os.path.exists(marker)
-    assert subprocess.run([script, "eth0", "dns-change"], env=env, timeout=10).returncode == 0
-    assert os.path.exists(marker)
+        handle.write(f"#!/bin/sh\necho tool >> {log}\n{body}exit {exit_status}\n")
+    with open(os.path.join(bindir, "systemctl"), "w") as handle:
+        handle.write(f'#!/bin/sh\necho "systemctl $*" >> {log}\n')
+    for path in (tool, os.path.join(bindir, "systemctl")):
+        os.chmod(path, stat.S_IRWXU)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "QUBES_SETUP_DNAT_TO_NS": tool}
+    return log, env
+
+
+def _read(path: str) -> str:
+    return open(path).read() if os.path.exists(path) else ""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("action", CANNOT_CHANGE_DNS)
+def test_dispatcher_skips_actions_that_cannot_change_dns(tmp_path: object, action: str) -> None:
+    log, env = _fake_tools(str(tmp_path), 0)
+    assert subprocess.run([HOOK, "eth0", action], env=env, timeout=5).returncode == 0
+    assert _read(log) == ""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("action", MAY_CHANGE_DNS)
+def test_dispatcher_runs_the_tool_on_every_other_action(tmp_path: object, action: str) -> None:
+    log, env = _fake_tools(str(tmp_path), 0)
+    assert subprocess.run([HOOK, "eth0", action], env=env, timeout=10).returncode == 0
+    assert _read(log) == "tool\nsystemctl --no-block try-restart qubes-updates-proxy.service\n"
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("status", [100, 1, 2, 124])
+def test_dispatcher_restarts_the_proxy_only_on_a_change(tmp_path: object, status: int) -> None:
+    log, env = _fake_tools(str(tmp_path), status)
+    assert subprocess.run([HOOK, "eth0", "reapply"], env=env, timeout=10).returncode == 0
+    assert _read(log) == "tool\n"
+
+
+@pytest.mark.subprocess
+def test_dispatcher_is_bounded_in_time(tmp_path: object) -> None:
+    log, env = _fake_tools(str(tmp_path), 0, body="exec sleep 600\n")
+    started = time.monotonic()
+    result = subprocess.run([HOOK, "eth0", "up"], env=env | {"QUBES_NMHOOK_TIMEOUT": "1"}, timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0
+    assert 0.9 < elapsed < 5, elapsed
+    assert "systemctl" not in _read(log), "a tool killed by the time limit is no change"
+
+
+@pytest.mark.subprocess
+def test_dispatcher_works_without_path(tmp_path: object) -> None:
+    """NetworkManager's environment has no PATH: `timeout` must still be found."""
+    log, env = _fake_tools(str(tmp_path), 100)
+    result = subprocess.run([HOOK, "eth0", "up"], env={"QUBES_SETUP_DNAT_TO_NS": env["QUBES_SETUP_DNAT_TO_NS"]},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stderr == ""
+    assert _read(log) == "tool\n"
 
 
 EXPECTED = {
