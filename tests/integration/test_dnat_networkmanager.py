@@ -1,0 +1,167 @@
+"""The dispatcher hook under a real NetworkManager (Debian's 1.42), with packets.
+
+Each case starts NetworkManager on the simulated netvm's uplink (see
+qubes_netsim.nm: private mount namespace, private system bus activating the
+real nm-dispatcher, our hook installed as shipped), then changes the
+uplink's DNS the way a user would with nmcli. A client VM queries the
+virtual DNS addresses through the netvm; two dnsmasq upstreams answer
+``who.test`` differently, so the answer tells which server the DNAT chose.
+
+The time from the nmcli command to the changed chain is measured by polling
+the kernel's chain against a deadline and printed (pytest -s shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+from qubes_netsim import nm
+from qubes_netsim.netns import wait_for
+from qubes_netsim.topology import (
+    NETVM_UPLINK,
+    UPSTREAM,
+    VIRTUAL_DNS,
+    Client,
+    SimNetvm,
+    bin_path,
+)
+
+from .test_dnat_dns import dns_packets_upstream, resolve
+
+SERVER_A, SERVER_B = UPSTREAM, "198.51.100.53"
+ANSWER_A, ANSWER_B = "192.0.2.1", "192.0.2.2"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The hook under test; QUBES_TEST_NMHOOK runs the same cases against another
+# (how the old allow-list hook was shown to miss `reapply`).
+HOOK = os.environ.get("QUBES_TEST_NMHOOK") or os.path.join(REPO, "dispatcher", "qubes-nmhook")
+CHAIN_DEADLINE = 10.0  # seconds: generous; the measured figures are printed
+
+
+@pytest.fixture
+def uplink(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client, nm.SimNetworkManager]]:
+    reason = nm.unavailable()
+    if reason:
+        if os.environ.get("QUBES_REQUIRE_NETNS") == "1":
+            pytest.fail(f"QUBES_REQUIRE_NETNS=1 (CI) but {reason}")
+        pytest.skip(reason)
+    sim.start_dns({"who.test": ANSWER_A}, SERVER_A)
+    sim.start_dns({"who.test": ANSWER_B}, SERVER_B)
+    client = sim.add_client(12, "10.137.0.12")
+    assert sim.vif_route("online", client).returncode == 0
+    manager = nm.SimNetworkManager(
+        sim.netvm.name, sim.workdir, hook=HOOK,
+        tool_argv=[bin_path("qubes-setup-dnat-to-ns"), "--qubes-service-dir", sim.service_dir],
+        qubesdb_socket=sim.qubesdb.path, address=f"{NETVM_UPLINK}/24", gateway=UPSTREAM, dns=[SERVER_A],
+    ).start()
+    try:
+        yield sim, client, manager
+    finally:
+        manager.stop()
+
+
+def chain_maps(sim: SimNetvm, pairs: Mapping[str, str | None]) -> Callable[[], bool]:
+    """Whether the kernel's chain sends each virtual address to the given
+    server (None: to no server at all), as nft lists it."""
+
+    def check() -> bool:
+        text = sim.dnat_chain()
+        for virtual, server in pairs.items():
+            lines = [line for line in text.splitlines() if f"ip daddr {virtual} " in line]
+            if len(lines) != 2:
+                return False
+            if server is None:
+                if any("dnat" in line for line in lines):
+                    return False
+            elif not all(line.rstrip().endswith(f"dnat to {server}") for line in lines):
+                return False
+        return True
+
+    return check
+
+
+def timed(manager: nm.SimNetworkManager, sim: SimNetvm, nmcli: list[str], pairs: Mapping[str, str | None],
+          what: str) -> float:
+    """Run nmcli, then poll the chain until it is ``pairs``: seconds taken."""
+    started = time.monotonic()
+    manager.nmcli(*nmcli)
+    try:
+        wait_for(chain_maps(sim, pairs), timeout=CHAIN_DEADLINE, what=what)
+    except TimeoutError:
+        raise AssertionError(f"{what}: chain is\n{sim.dnat_chain()}\nhook runs {manager.hook_runs()}\n"
+                             f"tool said {manager.tool_stderr()}") from None
+    elapsed = time.monotonic() - started
+    print(f"\nNetworkManager: {what}: nmcli to changed chain {elapsed * 1000:.0f} ms")
+    return elapsed
+
+
+BOTH_A = {VIRTUAL_DNS[0]: SERVER_A, VIRTUAL_DNS[1]: SERVER_A}
+BOTH_B = {VIRTUAL_DNS[0]: SERVER_B, VIRTUAL_DNS[1]: SERVER_B}
+
+
+def answers(client: Client) -> set[str | None]:
+    return {resolve(client, v, tcp=tcp) for v in VIRTUAL_DNS for tcp in (False, True)}
+
+
+def test_connection_up(uplink: tuple[SimNetvm, Client, nm.SimNetworkManager]) -> None:
+    sim, client, manager = uplink
+    assert resolve(client, VIRTUAL_DNS[0]) is None  # nothing set up before NetworkManager acts
+
+    timed(manager, sim, ["connection", "up", "uplink"], BOTH_A, "connection up")
+
+    assert answers(client) == {ANSWER_A}
+    assert [(action, status) for _, action, status in manager.wait_run("up", 0)] == [("up", 0)]
+
+
+def test_new_dns_and_reactivation(uplink: tuple[SimNetvm, Client, nm.SimNetworkManager]) -> None:
+    sim, client, manager = uplink
+    timed(manager, sim, ["connection", "up", "uplink"], BOTH_A, "connection up")
+    manager.nmcli("connection", "modify", "uplink", "ipv4.dns", SERVER_B)
+
+    timed(manager, sim, ["connection", "up", "uplink"], BOTH_B, "new DNS, re-activation")
+
+    assert answers(client) == {ANSWER_B}
+
+
+def test_new_dns_and_device_reapply(uplink: tuple[SimNetvm, Client, nm.SimNetworkManager]) -> None:
+    """NetworkManager 1.42 dispatches only `reapply` here (no dns-change):
+    the case an allow-list of actions missed."""
+    sim, client, manager = uplink
+    timed(manager, sim, ["connection", "up", "uplink"], BOTH_A, "connection up")
+    manager.wait_run("up", 0)  # the dispatcher's queue is empty again
+    manager.nmcli("connection", "modify", "uplink", "ipv4.dns", SERVER_B)
+    runs_before = len(manager.hook_runs())
+
+    timed(manager, sim, ["device", "reapply", nm.UPLINK], BOTH_B, "new DNS, device reapply")
+
+    assert answers(client) == {ANSWER_B}
+    assert [action for _, action, _ in manager.wait_run("reapply", runs_before)] == ["reapply"]
+    with open(manager.resolv_conf) as handle:
+        assert ("nameserver " + SERVER_B) in handle.read()
+
+
+def test_two_servers_are_paired_in_order(uplink: tuple[SimNetvm, Client, nm.SimNetworkManager]) -> None:
+    sim, client, manager = uplink
+    manager.nmcli("connection", "modify", "uplink", "ipv4.dns", f"{SERVER_A},{SERVER_B}")
+
+    timed(manager, sim, ["connection", "up", "uplink"], {VIRTUAL_DNS[0]: SERVER_A, VIRTUAL_DNS[1]: SERVER_B},
+          "two servers, connection up")
+
+    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_A
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_B
+    assert resolve(client, VIRTUAL_DNS[1], tcp=True) == ANSWER_B
+
+
+def test_connection_down_refuses_dns_and_leaks_nothing(uplink: tuple[SimNetvm, Client, nm.SimNetworkManager]) -> None:
+    sim, client, manager = uplink
+    timed(manager, sim, ["connection", "up", "uplink"], BOTH_A, "connection up")
+    seen_upstream = dns_packets_upstream(sim)
+
+    timed(manager, sim, ["connection", "down", "uplink"], {v: None for v in VIRTUAL_DNS}, "connection down")
+
+    assert answers(client) == {None}
+    assert seen_upstream() == 0, "no query may leave the netvm untranslated"
+    manager.wait_run("down", 0)
