@@ -34,6 +34,7 @@ import time
 import uuid
 
 from .netns import run, wait_for
+from .topology import SOURCE_ROOT
 
 NM_BINARY = "/usr/sbin/NetworkManager"
 DISPATCHER_CANDIDATES = ("/usr/libexec/nm-dispatcher", "/usr/lib/NetworkManager/nm-dispatcher")
@@ -208,7 +209,8 @@ class SimNetworkManager:
         # What /usr/lib/qubes/qubes-setup-dnat-to-ns is in the namespace: it
         # records each run (the dispatcher action, its exit status) and passes
         # the status on, so the hook sees exactly what the tool said.
-        tool = " ".join(_quote(arg) for arg in self.tool_argv)
+        # PYTHONPATH: the code under test, as in SimNetvm.env().
+        tool = " ".join(_quote(arg) for arg in ["env", f"PYTHONPATH={SOURCE_ROOT}", *self.tool_argv])
         self._write("setup-dnat-wrapper", (
             "#!/bin/sh\n"
             f"{tool} \"$@\" 2>>{_quote(os.path.join(self.dir, 'tool.stderr'))}\n"

@@ -41,6 +41,9 @@ UPSTREAM_NAME = "upstream.test"
 VIF_MAC = "fe:ff:ff:ff:ff:ff"  # what Xen's netback gives every vif
 
 
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def bin_path(name: str) -> str:
     """An installed entry point next to the running interpreter (the venv's)."""
     override = os.environ.get("QUBES_NETSIM_BIN")
@@ -240,6 +243,10 @@ class SimNetvm:
     def env(self, client: Client | None = None, **extra: str) -> dict[str, str]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            # The code under test, not a copy installed system-wide: the venv
+            # sees the distribution's site-packages (for python3-nftables),
+            # which come before an editable install on sys.path.
+            "PYTHONPATH": SOURCE_ROOT,
             "XENSTORED_PATH": self.xenstore.path,
             "QUBESDB_SOCKET": self.qubesdb.path,
             "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from ipaddress import IPv4Address
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

@@ -11,8 +11,8 @@ and a unicast host address by the rules client addresses follow
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 from collections import namedtuple
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.validate import why_not_host
