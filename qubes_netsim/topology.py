@@ -149,8 +149,11 @@ class SimNetvm:
         More than one can run, each on its own address, so that a test can
         tell which server answered.
         """
-        if address != UPSTREAM:
-            self.upstream.sh(f"ip addr add {address}/32 dev eth0")
+        if address not in (UPSTREAM, UPSTREAM6):
+            if ":" in address:
+                self.upstream.sh(f"ip addr add {address}/128 dev eth0 nodad")
+            else:
+                self.upstream.sh(f"ip addr add {address}/32 dev eth0")
         records = records or {UPSTREAM_NAME: UPSTREAM}
         argv = [
             "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",

@@ -1,11 +1,12 @@
 """Upstream DNS servers: where they come from and which are usable (pure).
 
 Sources, in order: systemd-resolved's ``DNS`` property (only its global
-entries when it has any), else the ``nameserver`` lines of /etc/resolv.conf. A server is
-usable when client VMs can reach it through a DNAT of an IPv4 virtual
-address: IPv4, not loopback (the 127.0.0.53 stub lives in the netvm only),
-and a unicast host address by the rules client addresses follow
-(``qubesnet.validate.why_not_host``).
+entries when it has any), else the ``nameserver`` lines of /etc/resolv.conf.
+A server is usable for the virtual addresses of its own family when client
+VMs can reach it through a DNAT: not loopback (the 127.0.0.53 stub lives in
+the netvm only), not link-local (a DNAT cannot name the interface such an
+address belongs to), and a unicast host address by the rules client
+addresses follow (``qubesnet.validate.why_not_host``).
 """
 
 from __future__ import annotations
@@ -91,19 +92,22 @@ def parse_resolved_dns(value: object) -> tuple[list[Upstream], list[str]]:
 
 
 def why_unusable(addr: IPv4Address | IPv6Address) -> str | None:
-    if addr.version != 4:
-        return "an IPv6 server (the virtual DNS addresses are IPv4)"
     if addr.is_loopback:
         return "a loopback address (a local stub, unreachable from client VMs)"
+    if addr.is_link_local:
+        return "a link-local address (a DNAT cannot name the interface it belongs to)"
     return why_not_host(addr)
 
 
-def usable(servers: Iterable[Upstream]) -> tuple[list[Upstream], list[str]]:
-    """The servers a DNAT can point at, in order, without duplicates."""
+def usable(servers: Iterable[Upstream], version: int = 4) -> tuple[list[Upstream], list[str]]:
+    """The servers of one IP version a DNAT can point at, in order, without
+    duplicates; notes about the skipped ones (of that version only)."""
     kept: list[Upstream] = []
     notes: list[str] = []
     seen = set()
     for server in servers:
+        if server.addr.version != version:
+            continue
         reason = why_unusable(server.addr)
         if reason:
             notes.append(f"skipping {server.addr} from {server.origin}: {reason}")

@@ -113,7 +113,7 @@ def test_unchanged_input_exits_100_and_leaves_the_kernel_alone(dns: tuple[SimNet
     assert sim.dnat_chain(handles=True) == before
 
 
-def test_no_usable_upstream_drops_dns_to_both_addresses(dns: tuple[SimNetvm, Client]) -> None:
+def test_no_usable_upstream_refuses_dns_to_both_addresses(dns: tuple[SimNetvm, Client]) -> None:
     sim, client = dns
     seen_upstream = dns_packets_upstream(sim)
     sim.write_resolv_conf("nameserver 127.0.0.53\nnameserver ::1\nnameserver 224.0.0.251\n")
@@ -121,10 +121,12 @@ def test_no_usable_upstream_drops_dns_to_both_addresses(dns: tuple[SimNetvm, Cli
     result = sim.dnat()
 
     assert result.returncode == 0, result.stderr
-    assert "DNS to the virtual addresses is dropped" in result.stderr
+    assert "DNS to the IPv4 virtual addresses is refused" in result.stderr
     assert all(answer is None for answer in answers(client).values())
     assert seen_upstream() == 0, "no query may leave the netvm untranslated"
-    assert sim.dnat_chain(handles=True).count("drop") == 4
+    assert "dnat to" not in sim.dnat_chain()
+    refusals = sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"]).stdout
+    assert refusals.count("reject") == 4 and refusals.count("reject with tcp reset") == 2
 
 
 def test_loopback_stub_is_skipped_with_a_log_line(dns: tuple[SimNetvm, Client]) -> None:
@@ -175,7 +177,7 @@ def test_status_and_dry_run(dns: tuple[SimNetvm, Client]) -> None:
     assert f"ip daddr 10.139.1.1 udp dport 53 dnat to {SERVER_A}" in dry.stdout
     assert sim.dnat_chain(handles=True) == before
     assert f"10.139.1.1 -> {SERVER_A} ({sim.resolv_conf} line 1)" in status.stdout
-    assert "differs" in status.stdout
+    assert "differ (run" in status.stdout
     assert sim.dnat().returncode == 0
     assert "up to date" in sim.dnat("--status").stdout
 
