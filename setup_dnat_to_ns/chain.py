@@ -4,16 +4,21 @@ Per family (``ip``, and ``ip6`` when QubesDB has IPv6 virtual DNS addresses),
 in table ``qubes``:
 
 - ``dnat-dns`` (nat, prerouting, priority dstnat): UDP and TCP port 53 to a
-  virtual address with an upstream are translated to that upstream;
-- ``dnat-dns-refuse`` (filter, forward, priority filter - 1): UDP and TCP
-  port 53 to a virtual address *without* an upstream are refused at once,
-  UDP with an ICMP(v6) port unreachable, TCP with a reset. A client's
-  resolver then tries its next server (the other family) immediately
-  instead of waiting for a time-out, and the query, not translated, never
-  leaves the netvm. (``reject`` is not allowed in a nat chain nor in the
-  prerouting hook, hence a second chain; such a packet, addressed to no
-  local address, is routed and reaches the forward hook first, where this
-  chain runs before the firewall's ``forward`` at priority filter.)
+  virtual address with an upstream are translated to that upstream; to a
+  virtual address *without* one, redirected to the netvm itself;
+- ``dnat-dns-refuse`` (filter, input, priority filter - 1): what was so
+  redirected (matched by its original destination) is refused at once, UDP
+  with an ICMP(v6) port unreachable, TCP with a reset. A client's resolver
+  then tries its next server (the other family) immediately instead of
+  waiting for a time-out, and the query never leaves the netvm.
+
+Why this detour: ``reject`` is allowed neither in a nat chain nor in the
+prerouting hook, and a filter chain at the forward hook is not enough: with
+the uplink down the netvm has no route for the virtual addresses, and the
+kernel's own "network unreachable" is a soft error that UDP sockets do not
+report (the resolver would wait for its time-out). Redirected, the packet is
+delivered locally whatever the routes, and conntrack translates the refusal
+back so that it comes from the virtual address.
 
 Both chains of every family are replaced in one transaction: each is added
 (a no-op if present), deleted and added with its rules.
@@ -36,11 +41,12 @@ from .upstreams import Upstream
 FAMILY = "ip"
 VERSION_FAMILY = {4: "ip", 6: "ip6"}
 HOOK: dict[str, Any] = {"type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}  # dstnat
-REFUSE_HOOK: dict[str, Any] = {"type": "filter", "hook": "forward", "prio": -1, "policy": "accept"}  # filter - 1
+REFUSE_HOOK: dict[str, Any] = {"type": "filter", "hook": "input", "prio": -1, "policy": "accept"}  # filter - 1
 HOOKS = {CHAIN_DNAT_DNS: HOOK, CHAIN_DNS_REFUSE: REFUSE_HOOK}
 UNREACHABLE = {"ip": j.reject("icmp", "port-unreachable"), "ip6": j.reject("icmpv6", "port-unreachable")}
 RENDERED_HOOK = {CHAIN_DNAT_DNS: "type nat hook prerouting priority dstnat; policy accept;",
-                 CHAIN_DNS_REFUSE: "type filter hook forward priority filter - 1; policy accept;"}
+                 CHAIN_DNS_REFUSE: "type filter hook input priority filter - 1; policy accept;"}
+REDIRECT: j.Json = {"redirect": None}
 
 VirtualAddress = IPv4Address | IPv6Address
 Rules = list[list[j.Json]]
@@ -73,20 +79,24 @@ def _dns_to(family: str, virtual: VirtualAddress, proto: str) -> list[j.Json]:
 
 
 def build_rules(mapping: list[Mapping], family: str | None = None) -> Rules:
-    """The ``dnat-dns`` rules: the virtual addresses that have an upstream."""
+    """The ``dnat-dns`` rules: DNAT to the upstream, or, without one, a
+    redirect to the netvm itself where ``dnat-dns-refuse`` refuses it."""
     family = family or family_of(mapping)
     return [
-        [*_dns_to(family, item.virtual, proto), j.dnat(str(item.upstream.addr))]
-        for item in mapping if item.upstream is not None
+        [*_dns_to(family, item.virtual, proto), j.dnat(str(item.upstream.addr)) if item.upstream else REDIRECT]
+        for item in mapping
         for proto in ("udp", "tcp")
     ]
 
 
 def build_refusals(mapping: list[Mapping], family: str | None = None) -> Rules:
-    """The ``dnat-dns-refuse`` rules: the virtual addresses without one."""
+    """The ``dnat-dns-refuse`` rules: what was sent to a virtual address
+    without an upstream (and redirected here) is refused."""
     family = family or family_of(mapping)
     return [
-        [*_dns_to(family, item.virtual, proto), j.reject_tcp_reset() if proto == "tcp" else UNREACHABLE[family]]
+        [j.match({"ct": {"key": "daddr", "dir": "original"}}, str(item.virtual)),  # the table gives the family
+         j.match(j.payload(proto, "dport"), 53),
+         j.reject_tcp_reset() if proto == "tcp" else UNREACHABLE[family]]
         for item in mapping if item.upstream is None
         for proto in ("udp", "tcp")
     ]
@@ -145,19 +155,13 @@ def is_current(listing: list[dict[str, Any]] | None, rules: Rules, name: str = C
 def render(mapping: list[Mapping], family: str | None = None) -> str:
     """The chains as ``nft list table`` would show them."""
     family = family or family_of(mapping)
-    lines = [f"table {family} {QUBES_TABLE} {{"]
-    for name in (CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE):
-        lines += [f"\tchain {name} {{", f"\t\t{RENDERED_HOOK[name]}"]
-        for item in mapping:
-            if (item.upstream is None) != (name == CHAIN_DNS_REFUSE):
-                continue
-            for proto in ("udp", "tcp"):
-                if item.upstream is not None:
-                    verdict = f"dnat to {item.upstream.addr}"
-                elif proto == "tcp":
-                    verdict = "reject with tcp reset"
-                else:
-                    verdict = "reject"  # ICMP(v6) port unreachable, nft's default
-                lines.append(f"\t\t{family} daddr {item.virtual} {proto} dport 53 {verdict}")
-        lines.append("\t}")
-    return "\n".join(lines + ["}"])
+    lines = [f"table {family} {QUBES_TABLE} {{", f"\tchain {CHAIN_DNAT_DNS} {{", f"\t\t{RENDERED_HOOK[CHAIN_DNAT_DNS]}"]
+    for item in mapping:
+        verdict = f"dnat to {item.upstream.addr}" if item.upstream else "redirect"
+        lines += [f"\t\t{family} daddr {item.virtual} {proto} dport 53 {verdict}" for proto in ("udp", "tcp")]
+    lines += ["\t}", f"\tchain {CHAIN_DNS_REFUSE} {{", f"\t\t{RENDERED_HOOK[CHAIN_DNS_REFUSE]}"]
+    for item in mapping:
+        if item.upstream is None:
+            lines += [f"\t\tct original {family} daddr {item.virtual} udp dport 53 reject",
+                      f"\t\tct original {family} daddr {item.virtual} tcp dport 53 reject with tcp reset"]
+    return "\n".join(lines + ["\t}", "}"])

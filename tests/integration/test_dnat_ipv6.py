@@ -168,6 +168,18 @@ def test_no_upstream_refuses_both_families_and_leaks_nothing(dual: tuple[SimNetv
     assert seen_upstream() == 0
 
 
+def test_refused_at_once_even_without_any_route(dual: tuple[SimNetvm, Client]) -> None:
+    """The uplink gone (no default routes): the kernel's own "unreachable"
+    is a soft error UDP sockets ignore; the refusal must not depend on routes."""
+    sim, client = dual
+    sim.write_resolv_conf("nameserver 127.0.0.53\n")
+    assert sim.dnat().returncode == 0
+    sim.netvm.sh("ip route del default && ip -6 route del default")
+
+    assert_refused_fast(client, VIRTUAL_DNS, "IPv4 (no route)")
+    assert_refused_fast(client, VIRTUAL_DNS6, "IPv6 (no route)")
+
+
 def test_both_families_in_one_decision(dual: tuple[SimNetvm, Client]) -> None:
     """Exit 100 only when both families match; a change of one family leaves
     the other's chains untouched (same rule handles)."""

@@ -31,6 +31,7 @@ from qubes_netsim.topology import (
 )
 
 from .test_dnat_dns import dns_packets_upstream, resolve
+from .test_dnat_ipv6 import REFUSAL_BOUND, probe
 
 SERVER_A, SERVER_B = UPSTREAM, "198.51.100.53"
 ANSWER_A, ANSWER_B = "192.0.2.1", "192.0.2.2"
@@ -64,19 +65,20 @@ def uplink(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client, nm.SimNetworkManag
 
 
 def chain_maps(sim: SimNetvm, pairs: Mapping[str, str | None]) -> Callable[[], bool]:
-    """Whether the kernel's chain sends each virtual address to the given
-    server (None: to no server at all), as nft lists it."""
+    """Whether the kernel's chains send each virtual address to the given
+    server, or (None) refuse it, as nft lists them."""
 
     def check() -> bool:
-        text = sim.dnat_chain()
+        dnat = sim.dnat_chain()
+        refuse = sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"], check=False).stdout
         for virtual, server in pairs.items():
-            lines = [line for line in text.splitlines() if f"ip daddr {virtual} " in line]
-            if len(lines) != 2:
-                return False
+            translated = [line for line in dnat.splitlines() if f"ip daddr {virtual} " in line]
+            refused = [line for line in refuse.splitlines() if f"ip daddr {virtual} " in line]
             if server is None:
-                if any("dnat" in line for line in lines):
+                if len(refused) != 2 or not all(line.rstrip().endswith("redirect") for line in translated):
                     return False
-            elif not all(line.rstrip().endswith(f"dnat to {server}") for line in lines):
+            elif refused or len(translated) != 2 or \
+                    not all(line.rstrip().endswith(f"dnat to {server}") for line in translated):
                 return False
         return True
 
@@ -162,6 +164,16 @@ def test_connection_down_refuses_dns_and_leaks_nothing(uplink: tuple[SimNetvm, C
 
     timed(manager, sim, ["connection", "down", "uplink"], {v: None for v in VIRTUAL_DNS}, "connection down")
 
+    manager.wait_run("down", 0)
+    assert "reject" in sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"]).stdout
+    # The netvm has no route at all now: refused all the same, at once (the
+    # kernel's own "network unreachable" would leave UDP resolvers waiting).
+    for virtual in VIRTUAL_DNS:
+        outcome = probe(client, virtual)
+        print(f"\nNetworkManager: uplink down: {virtual}: UDP {outcome['udp'][0]} in "
+              f"{outcome['udp'][1] * 1000:.1f} ms, TCP {outcome['tcp'][0]} in {outcome['tcp'][1] * 1000:.1f} ms")
+        for proto in ("udp", "tcp"):
+            kind, seconds = outcome[proto]
+            assert kind == "refused" and seconds < REFUSAL_BOUND, (proto, kind, seconds)
     assert answers(client) == {None}
     assert seen_upstream() == 0, "no query may leave the netvm untranslated"
-    manager.wait_run("down", 0)

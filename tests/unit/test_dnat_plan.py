@@ -132,11 +132,15 @@ def test_rules_and_atomic_replacement() -> None:
 
 def test_refusal_without_upstream() -> None:
     mapping = plan_mapping([V1, V2], [])
-    assert build_rules(mapping) == []
+    # Redirected to the netvm itself (whatever its routes), refused there.
+    assert [r[-1] for r in build_rules(mapping)] == [{"redirect": None}] * 4
     refusals = build_refusals(mapping)
+    assert refusals[0][0] == {"match": {"op": "==", "left": {"ct": {"key": "daddr", "dir": "original"}},
+                                        "right": "10.139.1.1"}}
     assert [r[-1] for r in refusals] == [{"reject": {"type": "icmp", "expr": "port-unreachable"}},
                                          {"reject": {"type": "tcp reset"}}] * 2
     assert [r[1]["match"]["left"]["payload"]["protocol"] for r in refusals] == ["udp", "tcp"] * 2
+    assert [r[0]["match"]["right"] for r in refusals] == ["10.139.1.1"] * 2 + ["10.139.1.2"] * 2
 
 
 def test_ipv6_mapping_rules_and_refusals() -> None:
@@ -183,9 +187,10 @@ def test_render_matches_nft_syntax() -> None:
     assert "type nat hook prerouting priority dstnat; policy accept;" in text
     assert "ip daddr 10.139.1.2 tcp dport 53 dnat to 192.0.2.1" in text
     refused = render(plan_mapping([V1], []))
-    assert "type filter hook forward priority filter - 1; policy accept;" in refused
-    assert "ip daddr 10.139.1.1 udp dport 53 reject\n" in refused
-    assert "ip daddr 10.139.1.1 tcp dport 53 reject with tcp reset" in refused
+    assert "type filter hook input priority filter - 1; policy accept;" in refused
+    assert "ip daddr 10.139.1.1 udp dport 53 redirect\n" in refused
+    assert "ct original ip daddr 10.139.1.1 udp dport 53 reject\n" in refused
+    assert "ct original ip daddr 10.139.1.1 tcp dport 53 reject with tcp reset" in refused
     assert "ip6 daddr fd09:24ef:4179::a8b:2 udp dport 53 dnat to 2001:db8::1" in render(
         plan_mapping([W1, W2], [up("2001:db8::1")]), "ip6")
 

@@ -1066,7 +1066,8 @@ def test_hostile_names_stay_single_json_strings(name: str, peer: str, addrs: lis
 @given(virtual_dns, st.lists(upstreams, max_size=5))
 def test_dns_mapping(virtual: list[IPv4Address], servers: list[Upstream]) -> None:
     """Each virtual address gets one mapping, to a usable upstream (cycling) or
-    a refusal; 2 rules each, in the DNAT chain or in the refusal chain."""
+    a refusal; 2 rules each in the DNAT chain, and 2 in the refusal chain
+    for the refused ones."""
     kept, notes = usable(servers)
     assert all(is_usable_upstream(s.addr) for s in kept)
     assert [s.addr for s in kept] == list(dict.fromkeys(s.addr for s in servers if is_usable_upstream(s.addr)))
@@ -1083,18 +1084,19 @@ def test_dns_mapping(virtual: list[IPv4Address], servers: list[Upstream]) -> Non
         assert item.upstream is None or (item.upstream in servers and is_usable_upstream(item.upstream.addr))
 
     rules, refusals = build_rules(mapping), build_refusals(mapping)
-    assert len(rules) + len(refusals) == 2 * len(virtual)
-    mapped = [item for item in mapping if item.upstream is not None]
+    assert len(rules) == 2 * len(virtual)
+    for item, pair in zip(mapping, zip(rules[::2], rules[1::2])):
+        for proto, rule in zip(("udp", "tcp"), pair):
+            assert rule[0]["match"]["right"] == str(item.virtual)
+            assert rule[1]["match"]["left"]["payload"]["protocol"] == proto
+            assert rule[2] == ({"dnat": {"addr": str(item.upstream.addr)}} if item.upstream else {"redirect": None})
     refused = [item for item in mapping if item.upstream is None]
-    for chain_rules, items in ((rules, mapped), (refusals, refused)):
-        for item, pair in zip(items, zip(chain_rules[::2], chain_rules[1::2])):
-            for proto, rule in zip(("udp", "tcp"), pair):
-                assert rule[0]["match"]["right"] == str(item.virtual)
-                assert rule[1]["match"]["left"]["payload"]["protocol"] == proto
-                if item.upstream is not None:
-                    assert rule[2] == {"dnat": {"addr": str(item.upstream.addr)}}
-                else:
-                    assert "reject" in rule[2]
+    assert len(refusals) == 2 * len(refused)
+    for item, pair in zip(refused, zip(refusals[::2], refusals[1::2])):
+        for proto, rule in zip(("udp", "tcp"), pair):
+            assert rule[0]["match"]["right"] == str(item.virtual)
+            assert rule[1]["match"]["left"]["payload"]["protocol"] == proto
+            assert "reject" in rule[2]
 
     commands = build_replace(rules, refusals)
     check_commands(commands, set(), {str(v) for v in virtual} | {str(s.addr) for s in kept})
