@@ -82,6 +82,8 @@ def read_upstreams(resolv_conf: str, timeout: float) -> tuple[list[Upstream], li
         servers, notes = parse_resolved_dns(value)
         if any(usable(servers, version)[0] for version in (4, 6)):
             return servers, notes
+        for version in (4, 6):
+            notes += usable(servers, version)[1]
         notes.append("systemd-resolved has no usable server; using " + resolv_conf)
     else:
         log.debug("not asking systemd-resolved: %s", why)
