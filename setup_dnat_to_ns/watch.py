@@ -41,9 +41,20 @@ class ResolvedSignals:
         self.next_try = 0.0
         self.backoff = BUS_RETRY_FIRST
 
+    def _later(self, now: float) -> None:
+        """No bus for now: try again after the back-off (never in a busy loop)."""
+        self.next_try = now + self.backoff
+        self.backoff = min(self.backoff * 2, BUS_RETRY_MAX)
+
     def connect(self) -> bool:
-        if self.conn is not None or time.monotonic() < self.next_try or not resolved.bus_present():
-            return self.conn is not None
+        if self.conn is not None:
+            return True
+        now = time.monotonic()
+        if now < self.next_try:
+            return False
+        if not resolved.bus_present():
+            self._later(now)
+            return False
         try:
             from jeepney import MatchRule, message_bus
 
@@ -59,8 +70,7 @@ class ResolvedSignals:
                 conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=self.timeout)
         except Exception as exc:  # noqa: BLE001 - any bus trouble: retry later, inotify goes on
             log.info("not watching systemd-resolved for now: %s", exc)
-            self.next_try = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, BUS_RETRY_MAX)
+            self._later(now)
             return False
         self.conn = conn
         self.backoff = BUS_RETRY_FIRST

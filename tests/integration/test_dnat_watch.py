@@ -73,10 +73,10 @@ def watched(sim: SimNetvm) -> Iterator[Layout]:
         print(f"watch's log:\n{err}")
 
 
-def follows(layout: Layout, change: Callable[[], None], server: str, what: str) -> float:
+def follows(sim: SimNetvm, change: Callable[[], None], server: str, what: str) -> float:
     started = time.monotonic()
     change()
-    wait_for(mapped_to(layout.sim, server), timeout=5, what=what)
+    wait_for(mapped_to(sim, server), timeout=5, what=what)
     elapsed = time.monotonic() - started
     print(f"\nwatch: {what}: followed in {elapsed * 1000:.0f} ms")
     assert elapsed < FOLLOW_BOUND, f"{what}: {elapsed:.2f} s"
@@ -85,11 +85,11 @@ def follows(layout: Layout, change: Callable[[], None], server: str, what: str) 
 
 def still_sees(layout: Layout, server: str = C) -> None:
     """After the case, an ordinary change of the target is followed too."""
-    follows(layout, lambda: write(os.path.realpath(layout.link), server), server, "a further change")
+    follows(layout.sim, lambda: write(os.path.realpath(layout.link), server), server, "a further change")
 
 
 def test_target_replaced_by_rename(watched: Layout) -> None:
-    follows(watched, lambda: write(os.path.join(watched.run, "resolv.conf"), B), B, "target renamed over")
+    follows(watched.sim, lambda: write(os.path.join(watched.run, "resolv.conf"), B), B, "target renamed over")
     still_sees(watched)
 
 
@@ -98,7 +98,7 @@ def test_target_written_in_place(watched: Layout) -> None:
         with open(os.path.join(watched.run, "resolv.conf"), "w") as handle:
             handle.write(f"nameserver {B}\n")
 
-    follows(watched, in_place, B, "target written in place")
+    follows(watched.sim, in_place, B, "target written in place")
     still_sees(watched)
 
 
@@ -112,8 +112,8 @@ def test_link_pointed_elsewhere(watched: Layout) -> None:
         os.symlink("../vpn/resolv.conf", watched.link + ".new")
         os.replace(watched.link + ".new", watched.link)
 
-    follows(watched, repoint, B, "link re-pointed")
-    follows(watched, lambda: write(os.path.join(other_dir, "resolv.conf"), C), C, "the new target changed")
+    follows(watched.sim, repoint, B, "link re-pointed")
+    follows(watched.sim, lambda: write(os.path.join(other_dir, "resolv.conf"), C), C, "the new target changed")
     # The old target is no longer what counts.
     write(os.path.join(watched.run, "resolv.conf"), A)
     still_sees(watched, B)
@@ -127,7 +127,7 @@ def test_target_directory_removed_and_recreated(watched: Layout) -> None:
         os.makedirs(watched.run)
         write(os.path.join(watched.run, "resolv.conf"), B)
 
-    follows(watched, recreate, B, "target directory recreated")
+    follows(watched.sim, recreate, B, "target directory recreated")
     still_sees(watched)
 
 
@@ -138,7 +138,7 @@ def test_link_directory_removed_and_recreated(watched: Layout) -> None:
         os.symlink("../run/nm/resolv.conf", watched.link)
         write(os.path.join(watched.run, "resolv.conf"), B)
 
-    follows(watched, recreate, B, "link directory removed and recreated")
+    follows(watched.sim, recreate, B, "link directory removed and recreated")
     still_sees(watched)
 
 
@@ -154,7 +154,7 @@ def test_whole_tree_replaced_by_rename(watched: Layout) -> None:
         shutil.rmtree(base)
         os.rename(fresh, base)
 
-    follows(watched, swap, B, "whole tree removed and renamed into place")
+    follows(watched.sim, swap, B, "whole tree removed and renamed into place")
     still_sees(watched)
 
 
@@ -162,15 +162,48 @@ def test_resolved_signals_and_restart(watched: Layout) -> None:
     fake = FakeResolved(watched.bus, [(0, B)]).start()
     try:
         wait_for(mapped_to(watched.sim, B), timeout=5, what="resolved appearing")
-        follows(watched, lambda: set_dns(watched.bus, [(0, C)]), C, "resolved PropertiesChanged")
+        follows(watched.sim, lambda: set_dns(watched.bus, [(0, C)]), C, "resolved PropertiesChanged")
     finally:
         fake.stop()
     # resolved restarts with other servers: NameOwnerChanged, twice.
     fresh: list[FakeResolved] = []
     try:
-        follows(watched, lambda: fresh.append(FakeResolved(watched.bus, [(0, B)]).start()), B, "resolved restarted")
-        follows(watched, lambda: set_dns(watched.bus, [(0, A)]), A, "the restarted resolved's change")
+        follows(watched.sim, lambda: fresh.append(FakeResolved(watched.bus, [(0, B)]).start()), B, "resolved restarted")
+        follows(watched.sim, lambda: set_dns(watched.bus, [(0, A)]), A, "the restarted resolved's change")
     finally:
         for item in fresh:
             item.stop()
     still_sees(watched)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (proc(5): fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("with_bus", [False, True], ids=["no-system-bus", "bus-without-resolved"])
+def test_an_idle_watch_sleeps(sim: SimNetvm, with_bus: bool) -> None:
+    """Nothing changing, no system bus (or one without resolved): the watch
+    waits in select(), it does not spin while it retries the bus."""
+    bus = PrivateBus().start() if with_bus else None
+    if bus is not None:
+        sim.bus_address = bus.address
+    sim.write_resolv_conf(f"nameserver {A}\n")
+    watcher = sim.netvm.popen(sim.dnat_argv("--watch"), env=sim.env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(mapped_to(sim, A), timeout=10, what="the initial chain")
+        used = cpu_seconds(watcher.pid)
+        started = time.monotonic()
+        wait_for(lambda: time.monotonic() - started >= 2.0, timeout=5, what="two idle seconds")
+        idle = cpu_seconds(watcher.pid) - used
+        print(f"\nwatch: idle CPU over 2 s ({'bus' if with_bus else 'no bus'}): {idle * 1000:.0f} ms")
+        assert idle < 0.2, f"{idle:.2f} s of CPU in 2 idle seconds"
+        follows(sim, lambda: write(sim.resolv_conf, B), B, "a change after idling")
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+        if bus is not None:
+            bus.stop()
