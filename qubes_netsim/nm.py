@@ -139,9 +139,10 @@ def unavailable() -> str | None:
     return None
 
 
-def keyfile(uuid_: str, dns: list[str], *, address: str, gateway: str) -> str:
-    """A keyfile connection profile for the uplink: static IPv4 with ``dns``,
-    no IPv6."""
+def keyfile(uuid_: str, dns: list[str], *, address: str, gateway: str, address6: str | None = None,
+            gateway6: str | None = None, dns6: list[str] | None = None) -> str:
+    """A keyfile connection profile for the uplink: static IPv4 with ``dns``;
+    static IPv6 with ``dns6`` when ``address6`` is given, else no IPv6."""
     lines = [
         "[connection]", "id=uplink", f"uuid={uuid_}", "type=ethernet", f"interface-name={UPLINK}",
         "autoconnect=false", "", "[ethernet]", "", "[ipv4]", "method=manual",
@@ -149,7 +150,13 @@ def keyfile(uuid_: str, dns: list[str], *, address: str, gateway: str) -> str:
     ]
     if dns:
         lines.append("dns=" + "".join(f"{server};" for server in dns))
-    lines += ["", "[ipv6]", "method=disabled", ""]
+    if address6 is None:
+        lines += ["", "[ipv6]", "method=disabled", ""]
+    else:
+        lines += ["", "[ipv6]", "method=manual", f"address1={address6},{gateway6}"]
+        if dns6:
+            lines.append("dns=" + "".join(f"{server};" for server in dns6))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -158,7 +165,8 @@ class SimNetworkManager:
     dispatcher hook, running ``tool_argv`` as qubes-setup-dnat-to-ns."""
 
     def __init__(self, netns: str, workdir: str, *, hook: str, tool_argv: list[str], qubesdb_socket: str,
-                 address: str, gateway: str, dns: list[str]) -> None:
+                 address: str, gateway: str, dns: list[str], address6: str | None = None,
+                 gateway6: str | None = None, dns6: list[str] | None = None) -> None:
         self.netns = netns
         self.dir = os.path.join(workdir, f"nm-{uuid.uuid4().hex[:8]}")
         self.hook = hook
@@ -167,6 +175,7 @@ class SimNetworkManager:
         self.address, self.gateway = address, gateway
         self.uuid = str(uuid.uuid4())
         self.initial_dns = dns
+        self.address6, self.gateway6, self.initial_dns6 = address6, gateway6, dns6
         self.proc: subprocess.Popen[str] | None = None
         self.log_path = os.path.join(self.dir, "NetworkManager.log")
         self.runs_path = os.path.join(self.dir, "hook-runs.log")
@@ -197,7 +206,8 @@ class SimNetworkManager:
         os.chmod(self.dir, 0o755)
         self._write("etc-nm/NetworkManager.conf", NM_CONF.format(uplink=UPLINK))
         self._write("etc-nm/system-connections/uplink.nmconnection",
-                    keyfile(self.uuid, self.initial_dns, address=self.address, gateway=self.gateway), 0o600)
+                    keyfile(self.uuid, self.initial_dns, address=self.address, gateway=self.gateway,
+                            address6=self.address6, gateway6=self.gateway6, dns6=self.initial_dns6), 0o600)
         # The hook exactly as shipped, with the modes NetworkManager demands.
         hook = os.path.join(self.dir, "etc-nm", "dispatcher.d", "qubes-nmhook")
         os.makedirs(os.path.dirname(hook), exist_ok=True)
@@ -233,6 +243,9 @@ class SimNetworkManager:
         # on it goes first (else NetworkManager would take it for an external
         # connection and dispatch for that too).
         run(["ip", "netns", "exec", self.netns, "ip", "addr", "flush", "dev", UPLINK])
+        # No duplicate address detection on this private link: activation
+        # would wait for it (and the simulation uses nodad everywhere).
+        run(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", f"net.ipv6.conf.{UPLINK}.accept_dad=0"])
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QDB_SOCKET": self.qubesdb_socket, "NM_BINARY": NM_BINARY}
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(

@@ -23,7 +23,9 @@ from qubes_netsim import nm
 from qubes_netsim.netns import wait_for
 from qubes_netsim.topology import (
     NETVM_UPLINK,
+    NETVM_UPLINK6,
     UPSTREAM,
+    UPSTREAM6,
     VIRTUAL_DNS,
     Client,
     SimNetvm,
@@ -31,10 +33,10 @@ from qubes_netsim.topology import (
 )
 
 from .test_dnat_dns import dns_packets_upstream, resolve
-from .test_dnat_ipv6 import REFUSAL_BOUND, probe
+from .test_dnat_ipv6 import REFUSAL_BOUND, VIRTUAL_DNS6, probe
 
-SERVER_A, SERVER_B = UPSTREAM, "198.51.100.53"
-ANSWER_A, ANSWER_B = "192.0.2.1", "192.0.2.2"
+SERVER_A, SERVER_B, SERVER6 = UPSTREAM, "198.51.100.53", UPSTREAM6
+ANSWER_A, ANSWER_B, ANSWER6 = "192.0.2.1", "192.0.2.2", "192.0.2.6"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The hook under test; QUBES_TEST_NMHOOK runs the same cases against another
 # (how the old allow-list hook was shown to miss `reapply`).
@@ -42,22 +44,49 @@ HOOK = os.environ.get("QUBES_TEST_NMHOOK") or os.path.join(REPO, "dispatcher", "
 CHAIN_DEADLINE = 10.0  # seconds: generous; the measured figures are printed
 
 
-@pytest.fixture
-def uplink(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client, nm.SimNetworkManager]]:
+def require_networkmanager() -> None:
     reason = nm.unavailable()
     if reason:
         if os.environ.get("QUBES_REQUIRE_NETNS") == "1":
             pytest.fail(f"QUBES_REQUIRE_NETNS=1 (CI) but {reason}")
         pytest.skip(reason)
+
+
+def start_manager(sim: SimNetvm, *, ipv6: bool = False) -> nm.SimNetworkManager:
+    return nm.SimNetworkManager(
+        sim.netvm.name, sim.workdir, hook=HOOK,
+        tool_argv=[bin_path("qubes-setup-dnat-to-ns"), "--qubes-service-dir", sim.service_dir],
+        qubesdb_socket=sim.qubesdb.path, address=f"{NETVM_UPLINK}/24", gateway=UPSTREAM, dns=[SERVER_A],
+        address6=f"{NETVM_UPLINK6}/64" if ipv6 else None, gateway6=UPSTREAM6 if ipv6 else None,
+        dns6=[SERVER6] if ipv6 else None,
+    ).start()
+
+
+@pytest.fixture
+def uplink(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client, nm.SimNetworkManager]]:
+    require_networkmanager()
     sim.start_dns({"who.test": ANSWER_A}, SERVER_A)
     sim.start_dns({"who.test": ANSWER_B}, SERVER_B)
     client = sim.add_client(12, "10.137.0.12")
     assert sim.vif_route("online", client).returncode == 0
-    manager = nm.SimNetworkManager(
-        sim.netvm.name, sim.workdir, hook=HOOK,
-        tool_argv=[bin_path("qubes-setup-dnat-to-ns"), "--qubes-service-dir", sim.service_dir],
-        qubesdb_socket=sim.qubesdb.path, address=f"{NETVM_UPLINK}/24", gateway=UPSTREAM, dns=[SERVER_A],
-    ).start()
+    manager = start_manager(sim)
+    try:
+        yield sim, client, manager
+    finally:
+        manager.stop()
+
+
+@pytest.fixture
+def dual_uplink(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client, nm.SimNetworkManager]]:
+    """A dual-stack uplink, IPv6 virtual DNS addresses in QubesDB, a dual-stack client."""
+    require_networkmanager()
+    sim.start_dns({"who.test": ANSWER_A}, SERVER_A)
+    sim.start_dns({"who.test": ANSWER6}, SERVER6)
+    sim.qubesdb.write("/qubes-netvm-primary-dns6", VIRTUAL_DNS6[0])
+    sim.qubesdb.write("/qubes-netvm-secondary-dns6", VIRTUAL_DNS6[1])
+    client = sim.add_client(14, "10.137.0.14", "fd09:24ef:4179::a89:e")
+    assert sim.vif_route("online", client).returncode == 0
+    manager = start_manager(sim, ipv6=True)
     try:
         yield sim, client, manager
     finally:
@@ -66,14 +95,16 @@ def uplink(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client, nm.SimNetworkManag
 
 def chain_maps(sim: SimNetvm, pairs: Mapping[str, str | None]) -> Callable[[], bool]:
     """Whether the kernel's chains send each virtual address to the given
-    server, or (None) refuse it, as nft lists them."""
+    server, or (None) refuse it, as nft lists them (either family)."""
+
+    def listing(family: str, name: str) -> list[str]:
+        return sim.netvm.run(["nft", "list", "chain", family, "qubes", name], check=False).stdout.splitlines()
 
     def check() -> bool:
-        dnat = sim.dnat_chain()
-        refuse = sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"], check=False).stdout
         for virtual, server in pairs.items():
-            translated = [line for line in dnat.splitlines() if f"ip daddr {virtual} " in line]
-            refused = [line for line in refuse.splitlines() if f"ip daddr {virtual} " in line]
+            family = "ip6" if ":" in virtual else "ip"
+            translated = [line for line in listing(family, "dnat-dns") if f"{family} daddr {virtual} " in line]
+            refused = [line for line in listing(family, "dnat-dns-refuse") if f"{family} daddr {virtual} " in line]
             if server is None:
                 if len(refused) != 2 or not all(line.rstrip().endswith("redirect") for line in translated):
                     return False
@@ -100,8 +131,8 @@ def timed(manager: nm.SimNetworkManager, sim: SimNetvm, nmcli: list[str], pairs:
     return elapsed
 
 
-BOTH_A = {VIRTUAL_DNS[0]: SERVER_A, VIRTUAL_DNS[1]: SERVER_A}
-BOTH_B = {VIRTUAL_DNS[0]: SERVER_B, VIRTUAL_DNS[1]: SERVER_B}
+BOTH_A: dict[str, str | None] = {VIRTUAL_DNS[0]: SERVER_A, VIRTUAL_DNS[1]: SERVER_A}
+BOTH_B: dict[str, str | None] = {VIRTUAL_DNS[0]: SERVER_B, VIRTUAL_DNS[1]: SERVER_B}
 
 
 def answers(client: Client) -> set[str | None]:
@@ -177,3 +208,35 @@ def test_connection_down_refuses_dns_and_leaks_nothing(uplink: tuple[SimNetvm, C
             assert kind == "refused" and seconds < REFUSAL_BOUND, (proto, kind, seconds)
     assert answers(client) == {None}
     assert seen_upstream() == 0, "no query may leave the netvm untranslated"
+
+
+def assert_refused(client: Client, virtual: tuple[str, ...], what: str) -> None:
+    for address in virtual:
+        outcome = probe(client, address)
+        print(f"\nNetworkManager: {what}: {address}: UDP {outcome['udp'][0]} in "
+              f"{outcome['udp'][1] * 1000:.1f} ms, TCP {outcome['tcp'][0]} in {outcome['tcp'][1] * 1000:.1f} ms")
+        for proto in ("udp", "tcp"):
+            kind, seconds = outcome[proto]
+            assert kind == "refused" and seconds < REFUSAL_BOUND, (address, proto, kind, seconds)
+
+
+def test_dual_stack_then_ipv4_only_then_ipv6_only(dual_uplink: tuple[SimNetvm, Client, nm.SimNetworkManager]) -> None:
+    sim, client, manager = dual_uplink
+    both6: dict[str, str | None] = {VIRTUAL_DNS6[0]: SERVER6, VIRTUAL_DNS6[1]: SERVER6}
+    none4: dict[str, str | None] = {v: None for v in VIRTUAL_DNS}
+    none6: dict[str, str | None] = {v: None for v in VIRTUAL_DNS6}
+    timed(manager, sim, ["connection", "up", "uplink"], {**BOTH_A, **both6}, "dual stack, connection up")
+    assert answers(client) == {ANSWER_A}
+    assert {resolve(client, v, tcp=tcp) for v in VIRTUAL_DNS6 for tcp in (False, True)} == {ANSWER6}
+
+    manager.nmcli("connection", "modify", "uplink", "ipv6.dns", "")
+    timed(manager, sim, ["device", "reapply", nm.UPLINK], {**BOTH_A, **none6},
+          "IPv6 servers removed, device reapply")
+    assert answers(client) == {ANSWER_A}
+    assert_refused(client, VIRTUAL_DNS6, "IPv4-only uplink")
+
+    manager.nmcli("connection", "modify", "uplink", "ipv4.dns", "", "ipv6.dns", SERVER6)
+    timed(manager, sim, ["device", "reapply", nm.UPLINK], {**none4, **both6},
+          "IPv4 servers removed, IPv6 back, device reapply")
+    assert {resolve(client, v, tcp=tcp) for v in VIRTUAL_DNS6 for tcp in (False, True)} == {ANSWER6}
+    assert_refused(client, VIRTUAL_DNS, "IPv6-only uplink")
