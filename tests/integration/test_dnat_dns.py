@@ -49,8 +49,8 @@ def answers(client: Client) -> dict[tuple[str, str], str | None]:
 
 def dns_packets_upstream(sim: SimNetvm) -> Callable[[], int]:
     """Count DNS packets reaching the upstream host (the uplink side)."""
-    sim.upstream.run(["nft", "add table inet obs; add chain inet obs pre { type filter hook prerouting priority -500; };"
-                      "add rule inet obs pre udp dport 53 counter; add rule inet obs pre tcp dport 53 counter"])
+    sim.upstream.run(["nft", ("add table inet obs; add chain inet obs pre { type filter hook prerouting priority -500; };"
+                              "add rule inet obs pre udp dport 53 counter; add rule inet obs pre tcp dport 53 counter")])
 
     return lambda: sim.upstream.counter_packets("inet", "obs", "pre")
 

@@ -54,12 +54,14 @@ def test_udev_rules_parse_and_say_what_the_contract_says() -> None:
 @pytest.mark.subprocess
 def test_udevadm_verify_where_available() -> None:
     udevadm = shutil.which("udevadm")
-    help_text = subprocess.run([udevadm, "--help"], capture_output=True, text=True).stdout if udevadm else ""
+    help_text = subprocess.run([udevadm, "--help"], check=False, capture_output=True, text=True).stdout if udevadm else ""
     if "verify" not in help_text:
         # systemd < 253 has no `udevadm verify`: the parser test above covers it.
-        assert parse_rules(open(RULES).read())
+        with open(RULES) as handle:
+            assert parse_rules(handle.read())
         return
-    result = subprocess.run([udevadm, "verify", RULES], capture_output=True, text=True)
+    assert udevadm is not None
+    result = subprocess.run([udevadm, "verify", RULES], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -97,7 +99,7 @@ def _read(path: str) -> str:
 @pytest.mark.parametrize("action", CANNOT_CHANGE_DNS)
 def test_dispatcher_skips_actions_that_cannot_change_dns(tmp_path: object, action: str) -> None:
     log, env = _fake_tools(str(tmp_path), 0)
-    assert subprocess.run([HOOK, "eth0", action], env=env, timeout=5).returncode == 0
+    assert subprocess.run([HOOK, "eth0", action], check=False, env=env, timeout=5).returncode == 0
     assert _read(log) == ""
 
 
@@ -105,7 +107,7 @@ def test_dispatcher_skips_actions_that_cannot_change_dns(tmp_path: object, actio
 @pytest.mark.parametrize("action", MAY_CHANGE_DNS)
 def test_dispatcher_runs_the_tool_on_every_other_action(tmp_path: object, action: str) -> None:
     log, env = _fake_tools(str(tmp_path), 0)
-    assert subprocess.run([HOOK, "eth0", action], env=env, timeout=10).returncode == 0
+    assert subprocess.run([HOOK, "eth0", action], check=False, env=env, timeout=10).returncode == 0
     assert _read(log) == "tool\nsystemctl --no-block try-restart qubes-updates-proxy.service\n"
 
 
@@ -113,7 +115,7 @@ def test_dispatcher_runs_the_tool_on_every_other_action(tmp_path: object, action
 @pytest.mark.parametrize("status", [100, 1, 2, 124])
 def test_dispatcher_restarts_the_proxy_only_on_a_change(tmp_path: object, status: int) -> None:
     log, env = _fake_tools(str(tmp_path), status)
-    assert subprocess.run([HOOK, "eth0", "reapply"], env=env, timeout=10).returncode == 0
+    assert subprocess.run([HOOK, "eth0", "reapply"], check=False, env=env, timeout=10).returncode == 0
     assert _read(log) == "tool\n"
 
 
@@ -121,7 +123,7 @@ def test_dispatcher_restarts_the_proxy_only_on_a_change(tmp_path: object, status
 def test_dispatcher_is_bounded_in_time(tmp_path: object) -> None:
     log, env = _fake_tools(str(tmp_path), 0, body="exec sleep 600\n")
     started = time.monotonic()
-    result = subprocess.run([HOOK, "eth0", "up"], env=env | {"QUBES_NMHOOK_TIMEOUT": "1"}, timeout=30)
+    result = subprocess.run([HOOK, "eth0", "up"], check=False, env=env | {"QUBES_NMHOOK_TIMEOUT": "1"}, timeout=30)
     elapsed = time.monotonic() - started
     assert result.returncode == 0
     assert 0.9 < elapsed < 5, elapsed
@@ -133,7 +135,7 @@ def test_dispatcher_works_without_path(tmp_path: object) -> None:
     """NetworkManager's environment has no PATH: `timeout` must still be found."""
     log, env = _fake_tools(str(tmp_path), 100)
     result = subprocess.run([HOOK, "eth0", "up"], env={"QUBES_SETUP_DNAT_TO_NS": env["QUBES_SETUP_DNAT_TO_NS"]},
-                            capture_output=True, text=True, timeout=30)
+                            check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stderr == ""
     assert _read(log) == "tool\n"
 
@@ -154,7 +156,7 @@ EXPECTED = {
 def test_make_install_and_uninstall(tmp_path: object) -> None:
     dest = os.path.join(str(tmp_path), "root")
     make = ["make", "-C", REPO, f"DESTDIR={dest}", "PREFIX=/usr"]
-    assert subprocess.run(make + ["install"], capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run(make + ["install"], check=False, capture_output=True, timeout=60).returncode == 0
     for path, mode in EXPECTED.items():
         full = os.path.join(dest, path)
         assert os.path.isfile(full), path
@@ -171,9 +173,9 @@ def test_make_install_and_uninstall(tmp_path: object) -> None:
     site = os.path.join(dest, "usr/lib/python3/dist-packages")
     for script in ("etc/xen/scripts/vif-route-qubes", "usr/lib/qubes/qubes-setup-dnat-to-ns"):
         result = subprocess.run(["/usr/bin/python3", os.path.join(dest, script), "--help"],
-                                env=dict(os.environ, PYTHONPATH=site), capture_output=True, text=True, timeout=30)
+                                env=dict(os.environ, PYTHONPATH=site), check=False, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0 and "exit status" in result.stdout, result.stderr
 
-    assert subprocess.run(make + ["uninstall"], capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run(make + ["uninstall"], check=False, capture_output=True, timeout=60).returncode == 0
     leftovers = [os.path.join(r, f) for r, _, files in os.walk(dest) for f in files]
     assert leftovers == []
