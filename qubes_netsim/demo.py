@@ -100,8 +100,8 @@ def run_demo() -> int:
         if not os.path.exists(hook):
             hook = "/etc/NetworkManager/dispatcher.d/qubes-nmhook"
         result = sim.netvm.run([hook, "eth0", "up"], check=False, env=sim.env() | {"QUBES_SETUP_DNAT_TO_NS": wrapper})
-        status_lines = sim.dnat("--status").stdout.strip().splitlines()
-        report.check("dispatcher hook ran", result.returncode == 0, "; ".join(status_lines[:2]))
+        mappings = [line.strip() for line in sim.dnat("--status").stdout.splitlines() if "->" in line]
+        report.check("dispatcher hook ran", result.returncode == 0, "; ".join(mappings[:2]))
         for c in (clients[0], clients[1], dispvm):
             for server, tcp in ((VIRTUAL_DNS[0], False), (VIRTUAL_DNS[1], True)):
                 argv = ["dig", "+short", "+time=2", "+tries=1", f"@{server}", UPSTREAM_NAME] + (["+tcp"] if tcp else [])

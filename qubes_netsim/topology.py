@@ -41,6 +41,9 @@ UPSTREAM_NAME = "upstream.test"
 VIF_MAC = "fe:ff:ff:ff:ff:ff"  # what Xen's netback gives every vif
 
 
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def bin_path(name: str) -> str:
     """An installed entry point next to the running interpreter (the venv's)."""
     override = os.environ.get("QUBES_NETSIM_BIN")
@@ -164,8 +167,11 @@ class SimNetvm:
         More than one can run, each on its own address, so that a test can
         tell which server answered.
         """
-        if address != UPSTREAM:
-            self.upstream.sh(f"ip addr add {address}/32 dev eth0")
+        if address not in (UPSTREAM, UPSTREAM6):
+            if ":" in address:
+                self.upstream.sh(f"ip addr add {address}/128 dev eth0 nodad")
+            else:
+                self.upstream.sh(f"ip addr add {address}/32 dev eth0")
         records = records or {UPSTREAM_NAME: UPSTREAM}
         argv = [
             "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
@@ -258,6 +264,10 @@ class SimNetvm:
     def env(self, client: Client | None = None, **extra: str) -> dict[str, str]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            # The code under test, not a copy installed system-wide: the venv
+            # sees the distribution's site-packages (for python3-nftables),
+            # which come before an editable install on sys.path.
+            "PYTHONPATH": SOURCE_ROOT,
             "XENSTORED_PATH": self.xenstore.path,
             "QUBESDB_SOCKET": self.qubesdb.path,
             "DBUS_SYSTEM_BUS_ADDRESS": self.bus_address,

@@ -25,6 +25,8 @@ CHAIN_CUSTOM_INPUT: Final = "custom-input"
 CHAIN_CUSTOM_FORWARD: Final = "custom-forward"
 CHAIN_ICMPV6: Final = "_icmpv6"
 CHAIN_DNAT_DNS: Final = "dnat-dns"
+# setup-dnat-to-ns's filter chain refusing DNS to virtual addresses without a server
+CHAIN_DNS_REFUSE: Final = "dnat-dns-refuse"
 
 # nftables set element types, per family
 ADDR_TYPE: Final = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
@@ -62,6 +64,8 @@ QDB_GATEWAY: Final = "/qubes-netvm-gateway"
 QDB_GATEWAY6: Final = "/qubes-netvm-gateway6"
 QDB_PRIMARY_DNS: Final = "/qubes-netvm-primary-dns"
 QDB_SECONDARY_DNS: Final = "/qubes-netvm-secondary-dns"
+QDB_PRIMARY_DNS6: Final = "/qubes-netvm-primary-dns6"
+QDB_SECONDARY_DNS6: Final = "/qubes-netvm-secondary-dns6"
 QDB_OWN_IP: Final = "/qubes-ip"
 QDB_OWN_IP6: Final = "/qubes-ip6"
 QDB_SERVICE_PREFIX: Final = "/qubes-service/"

@@ -125,6 +125,10 @@ def reject(type_: str, code: str) -> Json:
     return {"reject": {"type": type_, "expr": code}}
 
 
+def reject_tcp_reset() -> Json:
+    return {"reject": {"type": "tcp reset"}}
+
+
 def dnat(addr: str) -> Json:
     return {"dnat": {"addr": addr}}
 

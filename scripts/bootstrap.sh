@@ -7,7 +7,8 @@ PACKAGES="make python3 python3-venv
 nftables libnftables1 python3-nftables
 iproute2 iputils-ping conntrack util-linux procps
 xenstore-utils dnsmasq-base dnsutils dbus-daemon
-time hyperfine gcc libc6-dev python3-dbus"
+time hyperfine gcc libc6-dev python3-dbus
+network-manager"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2
@@ -15,6 +16,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# network-manager is only for the tests, which run their own NetworkManager
+# in private namespaces (tests/integration/test_dnat_networkmanager.py): on a
+# machine booted with systemd, it must not start managing the host's
+# interfaces when installed, so its units are masked first.
+if [ -d /run/systemd/system ] && ! dpkg -s network-manager >/dev/null 2>&1; then
+    systemctl mask NetworkManager.service NetworkManager-wait-online.service >/dev/null 2>&1 || :
+fi
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
 echo "bootstrap.sh: system packages installed"

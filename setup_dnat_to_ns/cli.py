@@ -17,22 +17,28 @@ from qubesnet.logsetup import setup_logging
 log = logging.getLogger("qubes-setup-dnat-to-ns")
 
 DESCRIPTION = """\
-Replace the nftables chain "ip qubes dnat-dns" so that DNS queries (UDP and
-TCP port 53) sent by client VMs to the virtual DNS addresses (QubesDB
-/qubes-netvm-primary-dns and /qubes-netvm-secondary-dns) are translated to
-the real servers of this VM's uplink: systemd-resolved's (over D-Bus, global
-entries first) when it has any, else the nameserver lines of resolv.conf.
-Loopback, stub, multicast and IPv6 servers are skipped. With no usable
-server, DNS to the virtual addresses is dropped, never left untranslated.
-The old chain is replaced by the new one in one atomic transaction; after a
-change, qubes-firewall is asked to reload when its service is enabled.
+Maintain the nftables chains "dnat-dns" of tables "ip qubes" and, when
+QubesDB has IPv6 virtual DNS addresses, "ip6 qubes", so that DNS queries (UDP
+and TCP port 53) sent by client VMs to the virtual DNS addresses (QubesDB
+/qubes-netvm-primary-dns, /qubes-netvm-secondary-dns, and the IPv6
+/qubes-netvm-primary-dns6, /qubes-netvm-secondary-dns6) are translated to the
+real servers of this VM's uplink, of the same family, paired in order:
+systemd-resolved's (over D-Bus; only its global entries when it has any)
+when it has any, else the nameserver lines of resolv.conf. Loopback, stub,
+link-local and multicast servers are skipped. Queries to the virtual
+addresses of a family without a usable server are redirected to this VM and
+refused at once (chain "dnat-dns-refuse": ICMP port unreachable for UDP, TCP
+reset), never left untranslated, so that resolvers move on to the other
+family without waiting, also when the uplink is down.
+Both families are replaced in one atomic transaction; after a change,
+qubes-firewall is asked to reload when its service is enabled.
 """
 
 EPILOG = """\
 exit status:
-    0  the chain was changed (the dispatcher then restarts the updates proxy)
-  100  the kernel's chain already was the one computed: nothing changed
-    1  error (one line on stderr and in syslog); the old chain is kept
+    0  the chains were changed (the dispatcher then restarts the updates proxy)
+  100  both families' chains already were the ones computed: nothing changed
+    1  error (one line on stderr and in syslog); the old chains are kept
     2  bad command line
 """
 
@@ -50,8 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=help_formatter,
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("-n", "--dry-run", action="store_true", help="print the chain that would be installed; change nothing")
-    mode.add_argument("--status", action="store_true", help="show each virtual address, its server and where that came from")
+    mode.add_argument("-n", "--dry-run", action="store_true", help="print the chains that would be installed; change nothing")
+    mode.add_argument("--status", action="store_true", help="show, per family, each virtual address, its server and where that came from")
     mode.add_argument("--watch", action="store_true", help="stay running: re-apply when resolv.conf or systemd-resolved change")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
     parser.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="PATH", help="default: /etc/resolv.conf")

@@ -1,14 +1,19 @@
-"""Read the inputs and derive the mapping (virtual address -> upstream)."""
+"""Read the inputs and derive the mappings (virtual address -> upstream), per family."""
 
 from __future__ import annotations
 
 import logging
 from collections import namedtuple
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
-from qubesnet.constants import QDB_PRIMARY_DNS, QDB_SECONDARY_DNS
+from qubesnet.constants import (
+    QDB_PRIMARY_DNS,
+    QDB_PRIMARY_DNS6,
+    QDB_SECONDARY_DNS,
+    QDB_SECONDARY_DNS6,
+)
 from qubesnet.qubesdb import QubesDB
-from qubesnet.validate import decode_text, parse_ipv4
+from qubesnet.validate import decode_text, parse_ipv4, parse_ipv6
 
 from . import resolved
 from .chain import plan_mapping
@@ -19,20 +24,36 @@ log = logging.getLogger(__name__)
 RESOLV_CONF_LIMIT = 64 * 1024
 
 
-class Derived(namedtuple("Derived", ("mapping", "notes"), defaults=((),))):
-    """mapping: list[Mapping]; notes: what was skipped and why (tuple of str)."""
+class Derived(namedtuple("Derived", ("mapping", "notes", "mapping6"), defaults=((), None))):
+    """mapping: list[Mapping] of the IPv4 virtual addresses; notes: what was
+    skipped and why (tuple of str); mapping6: list[Mapping] of the IPv6 ones,
+    None when QubesDB has none (the ip6 chains are then not ours to keep)."""
 
     __slots__ = ()
 
 
 def read_virtual_dns(qdb: QubesDB) -> list[IPv4Address]:
-    """The virtual DNS addresses given to clients, validated, in order."""
+    """The IPv4 virtual DNS addresses given to clients, validated, in order."""
     found: list[IPv4Address] = []
     for key in (QDB_PRIMARY_DNS, QDB_SECONDARY_DNS):
         raw = qdb.read(key)
         if raw is None:
             continue
         addr = parse_ipv4(key, decode_text(key, raw, limit=64))
+        if addr not in found:
+            found.append(addr)
+    return found
+
+
+def read_virtual_dns6(qdb: QubesDB) -> list[IPv6Address]:
+    """The IPv6 virtual DNS addresses (fd09:24ef:4179::a8b:1 and ::a8b:2 in
+    Qubes), validated, in order; [] on netvms without IPv6 DNS."""
+    found: list[IPv6Address] = []
+    for key in (QDB_PRIMARY_DNS6, QDB_SECONDARY_DNS6):
+        raw = qdb.read(key)
+        if raw is None:
+            continue
+        addr = parse_ipv6(key, decode_text(key, raw, limit=64))
         if addr not in found:
             found.append(addr)
     return found
@@ -53,21 +74,21 @@ def read_resolv_conf(path: str) -> tuple[list[Upstream], list[str]]:
 
 
 def read_upstreams(resolv_conf: str, timeout: float) -> tuple[list[Upstream], list[str]]:
-    """Usable upstreams: systemd-resolved's when it has any, else resolv.conf's."""
+    """The servers of the source in use, both families, usable or not:
+    systemd-resolved's when it has any usable one, else resolv.conf's."""
     value, why = resolved.query_dns(timeout)
     notes: list[str] = []
     if value is not None:
         servers, notes = parse_resolved_dns(value)
-        kept, skipped = usable(servers)
-        notes += skipped
-        if kept:
-            return kept, notes
+        if any(usable(servers, version)[0] for version in (4, 6)):
+            return servers, notes
+        for version in (4, 6):
+            notes += usable(servers, version)[1]
         notes.append("systemd-resolved has no usable server; using " + resolv_conf)
     else:
         log.debug("not asking systemd-resolved: %s", why)
     servers, more = read_resolv_conf(resolv_conf)
-    kept, skipped = usable(servers)
-    return kept, notes + more + skipped
+    return servers, notes + more
 
 
 NOTES_MAX = 10
@@ -83,8 +104,17 @@ def capped(notes: list[str], limit: int = NOTES_MAX) -> list[str]:
 
 def derive(qdb: QubesDB, resolv_conf: str, timeout: float) -> Derived:
     virtual = read_virtual_dns(qdb)
-    upstreams, notes = read_upstreams(resolv_conf, timeout)
+    virtual6 = read_virtual_dns6(qdb)
+    servers, notes = read_upstreams(resolv_conf, timeout)
+    kept, skipped = usable(servers, 4)
+    kept6, skipped6 = usable(servers, 6)
+    notes += skipped
+    if virtual6:
+        notes += skipped6
+    elif kept6:
+        notes.append(f"not using {len(kept6)} IPv6 server(s): no IPv6 virtual DNS address in QubesDB")
     notes = capped(notes)
-    if virtual and not upstreams:
-        notes.append("no usable upstream DNS server: DNS to the virtual addresses is dropped")
-    return Derived(plan_mapping(virtual, upstreams), tuple(notes))
+    for family, addresses, upstreams in (("IPv4", virtual, kept), ("IPv6", virtual6, kept6)):
+        if addresses and not upstreams:
+            notes.append(f"no usable {family} upstream DNS server: DNS to the {family} virtual addresses is refused")
+    return Derived(plan_mapping(virtual, kept), tuple(notes), plan_mapping(virtual6, kept6) if virtual6 else None)

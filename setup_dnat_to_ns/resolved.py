@@ -7,6 +7,7 @@ error here: the caller falls back to /etc/resolv.conf.
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

@@ -1,4 +1,5 @@
-"""One pass: derive the chain, compare it with the kernel's, replace it."""
+"""One pass: derive the chains of both families, compare them with the
+kernel's, replace what differs in one transaction."""
 
 from __future__ import annotations
 
@@ -8,20 +9,32 @@ import logging
 import os
 
 from qubesnet import nftjson as j
-from qubesnet.constants import CHAIN_DNAT_DNS, QUBES_TABLE
+from qubesnet.constants import CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE, QUBES_TABLE
 from qubesnet.leave import keep_until_exit
 from qubesnet.nft import Nft
 from qubesnet.qubesdb import QubesDB
 from qubesnet.qubesdb import default_address as qubesdb_address
 
 from . import systemd
-from .chain import FAMILY, Mapping, build_replace, build_rules, is_current, render
+from .chain import (
+    Mapping,
+    build_refusals,
+    build_removal,
+    build_replace,
+    build_rules,
+    is_current,
+    render,
+)
 from .derive import Derived, derive
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
+    from typing import Any
 
 log = logging.getLogger("qubes-setup-dnat-to-ns")
 
 APPLIED, UNCHANGED = 0, 100
-LISTING = {"list": {"chain": {"family": FAMILY, "table": QUBES_TABLE, "name": CHAIN_DNAT_DNS}}}
+FAMILY_NAME = {"ip": "IPv4", "ip6": "IPv6"}
 
 
 def _derive(args: argparse.Namespace) -> Derived:
@@ -32,38 +45,71 @@ def _derive(args: argparse.Namespace) -> Derived:
     return derived
 
 
-def describe(mapping: list[Mapping]) -> list[str]:
+def families(derived: Derived) -> list[tuple[str, list[Mapping] | None]]:
+    """(family, its mapping or None when the family is not served)."""
+    return [("ip", derived.mapping), ("ip6", derived.mapping6)]
+
+
+def query_chain(nft: Nft, family: str, name: str) -> list[dict[str, Any]] | None:
+    command = {"list": {"chain": {"family": family, "table": QUBES_TABLE, "name": name}}}
+    return nft.query(command, terse=True)
+
+
+def plan_family(nft: Nft, family: str, mapping: list[Mapping] | None) -> list[j.Json]:
+    """The commands bringing one family's chains to ``mapping`` ([] if they
+    already are). Reads the kernel's chains; changes nothing."""
+    listed = {name: query_chain(nft, family, name) for name in (CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE)}
+    if mapping is None:
+        # Not served (no virtual addresses of this family): none of our chains.
+        return build_removal(family) if any(v is not None for v in listed.values()) else []
+    rules, refusals = build_rules(mapping, family), build_refusals(mapping, family)
+    if is_current(listed[CHAIN_DNAT_DNS], rules, CHAIN_DNAT_DNS) and \
+            is_current(listed[CHAIN_DNS_REFUSE], refusals, CHAIN_DNS_REFUSE):
+        return []
+    return build_replace(rules, refusals, family)
+
+
+def describe(mapping: list[Mapping], family: str = "ip") -> list[str]:
     lines = []
     for item in mapping:
         if item.upstream is None:
-            lines.append(f"{item.virtual} -> dropped (no usable upstream server)")
+            lines.append(f"{item.virtual} -> refused (no usable {FAMILY_NAME[family]} upstream server)")
         else:
             lines.append(f"{item.virtual} -> {item.upstream.addr} ({item.upstream.origin})")
     return lines
 
 
+def describe_all(derived: Derived) -> list[str]:
+    return [line for family, mapping in families(derived) if mapping for line in describe(mapping, family)]
+
+
 def run_once(args: argparse.Namespace, nft: Nft | None = None) -> int:
     derived = _derive(args)
-    rules = build_rules(derived.mapping)
-    commands = build_replace(rules)
     if nft is None:
         nft = Nft.shared(dry_run=args.dry_run)
         keep_until_exit(nft)  # its socket closes at exit (see qubesnet.leave)
-    current = is_current(nft.query(LISTING, terse=True), rules)
+    plans = {family: plan_family(nft, family, mapping) for family, mapping in families(derived)}
+    commands = [command for family_commands in plans.values() for command in family_commands]
     if args.dry_run:
-        print(render(derived.mapping))
-        for line in describe(derived.mapping):
-            print(f"# {line}")
-        print(f"# the kernel's chain is {'already this one' if current else 'different: it would be replaced'}")
+        for family, mapping in families(derived):
+            if mapping is not None:
+                print(render(mapping, family))
+                for line in describe(mapping, family):
+                    print(f"# {line}")
+            state = "different: it would be replaced" if plans[family] else "already this one"
+            if mapping is None:
+                state = "ours to remove: they would be removed" if plans[family] else "absent, as they should be"
+            print(f"# the kernel's {family} chains are {state}")
         if args.verbose:
             print(json.dumps(j.transaction(commands), indent=1))
-        return UNCHANGED if current else APPLIED
-    if current:
-        log.debug("chain %s already up to date", CHAIN_DNAT_DNS)
+        return APPLIED if commands else UNCHANGED
+    if not commands:
+        log.debug("chains %s and %s already up to date", CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE)
         return UNCHANGED
-    nft.run(commands, f"{FAMILY} {QUBES_TABLE} {CHAIN_DNAT_DNS}")
-    log.info("DNS DNAT updated: %s", "; ".join(describe(derived.mapping)) or "no virtual DNS addresses")
-    # Only now that the new chain is committed: the firewall reload must see it.
+    # Both families in one transaction: all of it or nothing.
+    nft.run(commands, f"{QUBES_TABLE} {CHAIN_DNAT_DNS}")
+    log.info("DNS DNAT updated: %s", "; ".join(describe_all(derived)) or "no virtual DNS addresses")
+    # Only now that the new chains are committed: the firewall reload must see them.
     if os.path.exists(os.path.join(args.qubes_service_dir, "qubes-firewall")):
         systemd.request("try-reload-or-restart", "qubes-firewall.service")
     return APPLIED
@@ -71,11 +117,18 @@ def run_once(args: argparse.Namespace, nft: Nft | None = None) -> int:
 
 def show_status(args: argparse.Namespace) -> int:
     derived = _derive(args)
-    for line in describe(derived.mapping) or ["no virtual DNS addresses in QubesDB"]:
-        print(line)
-    current = is_current(Nft.shared().query(LISTING, terse=True), build_rules(derived.mapping))
-    print(f"kernel chain {FAMILY} {QUBES_TABLE} {CHAIN_DNAT_DNS}: "
-          + ("up to date" if current else "differs (run qubes-setup-dnat-to-ns to apply)"))
+    nft = Nft.shared()
+    for family, mapping in families(derived):
+        name = FAMILY_NAME[family]
+        if mapping is None:
+            print(f"{name}: no virtual DNS addresses in QubesDB")
+        else:
+            print(f"{name}:")
+            for line in describe(mapping, family) or ["no virtual DNS addresses in QubesDB"]:
+                print(f"  {line}")
+        current = not plan_family(nft, family, mapping)
+        print(f"  kernel chains {family} {QUBES_TABLE} {CHAIN_DNAT_DNS}, {CHAIN_DNS_REFUSE}: "
+              + ("up to date" if current else "differ (run qubes-setup-dnat-to-ns to apply)"))
     return 0
 
 

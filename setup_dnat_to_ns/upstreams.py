@@ -1,18 +1,19 @@
 """Upstream DNS servers: where they come from and which are usable (pure).
 
-Sources, in order: systemd-resolved's ``DNS`` property (global entries
-first), else the ``nameserver`` lines of /etc/resolv.conf. A server is
-usable when client VMs can reach it through a DNAT of an IPv4 virtual
-address: IPv4, not loopback (the 127.0.0.53 stub lives in the netvm only),
-and a unicast host address by the rules client addresses follow
-(``qubesnet.validate.why_not_host``).
+Sources, in order: systemd-resolved's ``DNS`` property (only its global
+entries when it has any), else the ``nameserver`` lines of /etc/resolv.conf.
+A server is usable for the virtual addresses of its own family when client
+VMs can reach it through a DNAT: not loopback (the 127.0.0.53 stub lives in
+the netvm only), not link-local (a DNAT cannot name the interface such an
+address belongs to), and a unicast host address by the rules client
+addresses follow (``qubesnet.validate.why_not_host``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 from collections import namedtuple
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.validate import why_not_host
@@ -53,7 +54,14 @@ def parse_resolv_conf(text: str, origin: str = "/etc/resolv.conf") -> tuple[list
 
 
 def parse_resolved_dns(value: object) -> tuple[list[Upstream], list[str]]:
-    """systemd-resolved's ``DNS`` property, a(iiay): global entries first."""
+    """systemd-resolved's ``DNS`` property, a(iiay): the global entries
+    (interface index 0) alone when there is any, else the per-link ones.
+
+    Per-link servers beside global ones are left out entirely, for both
+    address families: a VPN that sets a global resolver (Tailscale's
+    100.100.100.100) relies on every query going there; a per-link server
+    used for some of them would bypass it (contract: setup-dnat-to-ns).
+    """
     servers: list[tuple[bool, Upstream]] = []
     notes: list[str] = []
     if not isinstance(value, (list, tuple)):
@@ -75,24 +83,31 @@ def parse_resolved_dns(value: object) -> tuple[list[Upstream], list[str]]:
             continue
         where = "global" if ifindex == 0 else f"link {ifindex}"
         servers.append((ifindex != 0, Upstream(addr, f"systemd-resolved, {where}")))
-    servers.sort(key=lambda item: item[0])  # stable: global first, order kept
+    if any(not per_link for per_link, _ in servers):
+        ignored = [upstream for per_link, upstream in servers if per_link]
+        if ignored:
+            notes.append(f"systemd-resolved: {len(ignored)} per-link server(s) ignored: global servers take precedence")
+        servers = [item for item in servers if not item[0]]
     return [upstream for _, upstream in servers][:MAX_SERVERS], notes
 
 
 def why_unusable(addr: IPv4Address | IPv6Address) -> str | None:
-    if addr.version != 4:
-        return "an IPv6 server (the virtual DNS addresses are IPv4)"
     if addr.is_loopback:
         return "a loopback address (a local stub, unreachable from client VMs)"
+    if addr.is_link_local:
+        return "a link-local address (a DNAT cannot name the interface it belongs to)"
     return why_not_host(addr)
 
 
-def usable(servers: Iterable[Upstream]) -> tuple[list[Upstream], list[str]]:
-    """The servers a DNAT can point at, in order, without duplicates."""
+def usable(servers: Iterable[Upstream], version: int = 4) -> tuple[list[Upstream], list[str]]:
+    """The servers of one IP version a DNAT can point at, in order, without
+    duplicates; notes about the skipped ones (of that version only)."""
     kept: list[Upstream] = []
     notes: list[str] = []
     seen = set()
     for server in servers:
+        if server.addr.version != version:
+            continue
         reason = why_unusable(server.addr)
         if reason:
             notes.append(f"skipping {server.addr} from {server.origin}: {reason}")

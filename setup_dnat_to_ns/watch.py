@@ -1,22 +1,21 @@
 """Watch mode: re-derive and re-apply when the uplink's DNS changes.
 
-Triggers: any change of resolv.conf (the file is usually replaced by a
-rename, so its directory is watched, and the directory of its symlink
-target too) and systemd-resolved's PropertiesChanged or a restart of
-resolved (NameOwnerChanged). Bursts are coalesced: the chain is recomputed
-once things have been quiet for a moment, and at the latest one second
-after the first event. This covers VPN clients that change DNS without
-telling NetworkManager.
+Triggers: any change of resolv.conf however it happens (``inotify``: the
+file replaced, written, its symlink re-pointed, its directory or its
+target's removed and recreated; a lost inotify queue counts as a change) and
+systemd-resolved's PropertiesChanged or a restart of resolved
+(NameOwnerChanged), reconnecting to the system bus when it comes back.
+Bursts are coalesced (``debounce``): the chain is re-derived once things
+have been quiet for a moment, and at the latest 0.6 s after the first
+event. This covers VPN clients that change DNS without telling
+NetworkManager.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
-import os
 import selectors
-import struct
 import time
 from typing import Any
 
@@ -24,60 +23,13 @@ from qubesnet.errors import QubesNetError
 from qubesnet.nft import Nft
 
 from . import resolved, systemd
+from .debounce import Debounce
+from .inotify import Inotify
 from .run import APPLIED, run_once
 
 log = logging.getLogger("qubes-setup-dnat-to-ns")
 
-IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
-IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
-IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
-DIR_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
-EVENT = struct.Struct("iIII")
-QUIET, MAX_DELAY, BUS_RETRY = 0.15, 0.9, 30.0
-
-
-class Inotify:
-    """The directories holding resolv.conf and its symlink target, watched."""
-
-    def __init__(self, path: str) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        self.path = path
-        self.names: set[bytes] = set()
-        self._watched: dict[int, str] = {}
-        self.refresh()
-
-    def refresh(self) -> None:
-        """(Re)watch the directories of the path and of where it points now."""
-        targets = {os.path.abspath(self.path), os.path.realpath(self.path)}
-        self.names = {os.path.basename(t).encode() for t in targets}
-        for directory in {os.path.dirname(t) for t in targets}:
-            if directory in self._watched.values() or not os.path.isdir(directory):
-                continue
-            wd = self._libc.inotify_add_watch(self.fd, directory.encode(), DIR_EVENTS)
-            if wd >= 0:
-                self._watched[wd] = directory
-
-    def relevant_events(self) -> bool:
-        """Drain pending events; whether one concerned resolv.conf."""
-        hit = False
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return hit
-            offset = 0
-            while offset + EVENT.size <= len(data):
-                wd, _mask, _cookie, length = EVENT.unpack_from(data, offset)
-                name = data[offset + EVENT.size : offset + EVENT.size + length].rstrip(b"\0")
-                offset += EVENT.size + length
-                if name in self.names:
-                    hit = True
-
-    def close(self) -> None:
-        os.close(self.fd)
+BUS_RETRY_FIRST, BUS_RETRY_MAX = 1.0, 30.0
 
 
 class ResolvedSignals:
@@ -87,10 +39,22 @@ class ResolvedSignals:
         self.timeout = timeout
         self.conn: Any = None
         self.next_try = 0.0
+        self.backoff = BUS_RETRY_FIRST
+
+    def _later(self, now: float) -> None:
+        """No bus for now: try again after the back-off (never in a busy loop)."""
+        self.next_try = now + self.backoff
+        self.backoff = min(self.backoff * 2, BUS_RETRY_MAX)
 
     def connect(self) -> bool:
-        if self.conn is not None or time.monotonic() < self.next_try or not resolved.bus_present():
-            return self.conn is not None
+        if self.conn is not None:
+            return True
+        now = time.monotonic()
+        if now < self.next_try:
+            return False
+        if not resolved.bus_present():
+            self._later(now)
+            return False
         try:
             from jeepney import MatchRule, message_bus
 
@@ -106,10 +70,15 @@ class ResolvedSignals:
                 conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=self.timeout)
         except Exception as exc:  # noqa: BLE001 - any bus trouble: retry later, inotify goes on
             log.info("not watching systemd-resolved for now: %s", exc)
-            self.next_try = time.monotonic() + BUS_RETRY
+            self._later(now)
             return False
         self.conn = conn
+        self.backoff = BUS_RETRY_FIRST
         return True
+
+    def retry_in(self, now: float) -> float | None:
+        """Seconds until the next connection attempt; None when connected."""
+        return None if self.conn is not None else max(0.0, self.next_try - now)
 
     def drain(self) -> bool:
         """Read what arrived; whether a relevant signal did. Drops a dead bus."""
@@ -124,7 +93,7 @@ class ResolvedSignals:
         except (OSError, EOFError, ConnectionError) as exc:
             log.info("system bus connection lost: %s", exc)
             self.close()
-            self.next_try = time.monotonic() + 1.0
+            self.next_try = time.monotonic() + BUS_RETRY_FIRST
             return True  # resolved may be gone: recompute (falls back to resolv.conf)
 
     def close(self) -> None:
@@ -136,12 +105,20 @@ class ResolvedSignals:
             self.conn = None
 
 
-def _apply(args: argparse.Namespace, nft: Nft) -> None:
+def _apply(args: argparse.Namespace, nft: Nft) -> bool:
+    """One pass; whether it worked (a failure is retried by the debounce)."""
     try:
         if run_once(args, nft) == APPLIED:
             systemd.request("try-restart", "qubes-updates-proxy.service")
     except QubesNetError as exc:
         log.error("%s", exc)
+        return False
+    return True
+
+
+def _earliest(*timeouts: float | None) -> float | None:
+    known = [t for t in timeouts if t is not None]
+    return min(known) if known else None
 
 
 def watch(args: argparse.Namespace) -> int:
@@ -151,34 +128,29 @@ def watch(args: argparse.Namespace) -> int:
     selector.register(inotify.fd, selectors.EVENT_READ, "inotify")
     log.info("watching %s and systemd-resolved", args.resolv_conf)
     nft = Nft.shared()  # one libnftables context for the life of the watch
-    _apply(args, nft)
-    pending_since: float | None = None
-    last_event = 0.0
+    state = Debounce().done(time.monotonic(), _apply(args, nft))
+    bus: Any = None
     try:
         while True:
-            if signals.connect() and signals.conn.sock.fileno() not in selector.get_map():
-                selector.register(signals.conn.sock, selectors.EVENT_READ, "dbus")
-            if pending_since is None:
-                timeout = BUS_RETRY if signals.conn is None else None
-            else:
-                now = time.monotonic()
-                timeout = max(0.0, min(last_event + QUIET, pending_since + MAX_DELAY) - now)
-            events = selector.select(timeout)
-            for key, _ in events:
+            if signals.connect() and bus is not signals.conn:
+                bus = signals.conn
+                selector.register(bus.sock, selectors.EVENT_READ, "dbus")
+                # resolved may have changed while we were not listening.
+                state = state.event(time.monotonic())
+            now = time.monotonic()
+            for key, _ in selector.select(_earliest(state.timeout(now), signals.retry_in(now))):
                 if key.data == "inotify":
-                    hit = inotify.relevant_events()
-                    inotify.refresh()
+                    hit = inotify.read()
                 else:
                     hit = signals.drain()
                     if signals.conn is None:
                         selector.unregister(key.fileobj)
+                        bus = None
                 if hit:
-                    last_event = time.monotonic()
-                    pending_since = pending_since or last_event
+                    state = state.event(time.monotonic())
             now = time.monotonic()
-            if pending_since is not None and (now >= last_event + QUIET or now >= pending_since + MAX_DELAY):
-                pending_since = None
-                _apply(args, nft)
+            if state.due(now):
+                state = state.done(time.monotonic(), _apply(args, nft))
     except KeyboardInterrupt:
         return 0
     finally:

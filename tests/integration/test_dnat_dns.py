@@ -49,8 +49,8 @@ def answers(client: Client) -> dict[tuple[str, str], str | None]:
 
 def dns_packets_upstream(sim: SimNetvm) -> Callable[[], int]:
     """Count DNS packets reaching the upstream host (the uplink side)."""
-    sim.upstream.run(["nft", "add table inet obs; add chain inet obs pre { type filter hook prerouting priority -500; };"
-                      "add rule inet obs pre udp dport 53 counter; add rule inet obs pre tcp dport 53 counter"])
+    sim.upstream.run(["nft", ("add table inet obs; add chain inet obs pre { type filter hook prerouting priority -500; };"
+                              "add rule inet obs pre udp dport 53 counter; add rule inet obs pre tcp dport 53 counter")])
 
     return lambda: sim.upstream.counter_packets("inet", "obs", "pre")
 
@@ -113,7 +113,7 @@ def test_unchanged_input_exits_100_and_leaves_the_kernel_alone(dns: tuple[SimNet
     assert sim.dnat_chain(handles=True) == before
 
 
-def test_no_usable_upstream_drops_dns_to_both_addresses(dns: tuple[SimNetvm, Client]) -> None:
+def test_no_usable_upstream_refuses_dns_to_both_addresses(dns: tuple[SimNetvm, Client]) -> None:
     sim, client = dns
     seen_upstream = dns_packets_upstream(sim)
     sim.write_resolv_conf("nameserver 127.0.0.53\nnameserver ::1\nnameserver 224.0.0.251\n")
@@ -121,10 +121,12 @@ def test_no_usable_upstream_drops_dns_to_both_addresses(dns: tuple[SimNetvm, Cli
     result = sim.dnat()
 
     assert result.returncode == 0, result.stderr
-    assert "DNS to the virtual addresses is dropped" in result.stderr
+    assert "DNS to the IPv4 virtual addresses is refused" in result.stderr
     assert all(answer is None for answer in answers(client).values())
     assert seen_upstream() == 0, "no query may leave the netvm untranslated"
-    assert sim.dnat_chain(handles=True).count("drop") == 4
+    assert "dnat to" not in sim.dnat_chain()
+    refusals = sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"]).stdout
+    assert refusals.count("reject") == 4 and refusals.count("reject with tcp reset") == 2
 
 
 def test_loopback_stub_is_skipped_with_a_log_line(dns: tuple[SimNetvm, Client]) -> None:
@@ -175,7 +177,7 @@ def test_status_and_dry_run(dns: tuple[SimNetvm, Client]) -> None:
     assert f"ip daddr 10.139.1.1 udp dport 53 dnat to {SERVER_A}" in dry.stdout
     assert sim.dnat_chain(handles=True) == before
     assert f"10.139.1.1 -> {SERVER_A} ({sim.resolv_conf} line 1)" in status.stdout
-    assert "differs" in status.stdout
+    assert "differ (run" in status.stdout
     assert sim.dnat().returncode == 0
     assert "up to date" in sim.dnat("--status").stdout
 
@@ -204,9 +206,17 @@ def test_dispatcher_follows_an_upstream_change(dns: tuple[SimNetvm, Client]) -> 
     assert resolve(client, VIRTUAL_DNS[1], tcp=True) == ANSWER_B
     assert read(log).count("try-restart qubes-updates-proxy.service") == 2
 
+    # `nmcli device reapply` dispatches only `reapply`: followed too.
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
+    assert sim.netvm.run(hook + ["reapply"], env=env).returncode == 0
+    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_A
+    sim.write_resolv_conf(f"nameserver {SERVER_B}\n")
+    assert sim.netvm.run(hook + ["reapply"], env=env).returncode == 0
+    assert read(log).count("try-restart qubes-updates-proxy.service") == 4
+
     # Unchanged (exit 100): no restart of the updates proxy.
     assert sim.netvm.run(hook + ["dns-change"], env=env).returncode == 0
-    assert read(log).count("try-restart qubes-updates-proxy.service") == 2
+    assert read(log).count("try-restart qubes-updates-proxy.service") == 4
 
     # Other actions: the tool does not even run.
     sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
@@ -249,10 +259,12 @@ def bus(dns: tuple[SimNetvm, Client]) -> Iterator[PrivateBus]:
         private.stop()
 
 
-def test_resolved_global_entries_come_first(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+def test_resolved_global_entries_alone_when_there_are_any(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
+    """A global server beside per-link ones (Tailscale's 100.100.100.100 beside
+    the LAN's): every query goes to the global one, none bypasses it."""
     sim, client = dns
     sim.write_resolv_conf("nameserver 127.0.0.53\n")  # the stub, as with resolved
-    fake = FakeResolved(bus, [(2, SERVER_B), (0, SERVER_A)]).start()
+    fake = FakeResolved(bus, [(2, SERVER_B), (0, SERVER_A), (2, "2001:db8:100::53")]).start()
     try:
         result = sim.dnat()
         status = sim.dnat("--status").stdout
@@ -260,10 +272,10 @@ def test_resolved_global_entries_come_first(dns: tuple[SimNetvm, Client], bus: P
         fake.stop()
 
     assert result.returncode == 0, result.stderr
-    assert resolve(client, VIRTUAL_DNS[0]) == ANSWER_A
-    assert resolve(client, VIRTUAL_DNS[1]) == ANSWER_B
+    assert answers(client) == {key: ANSWER_A for key in answers(client)}
     assert f"10.139.1.1 -> {SERVER_A} (systemd-resolved, global)" in status
-    assert f"10.139.1.2 -> {SERVER_B} (systemd-resolved, link 2)" in status
+    assert f"10.139.1.2 -> {SERVER_A} (systemd-resolved, global)" in status
+    assert "2 per-link server(s) ignored" in result.stderr
 
 
 def test_resolved_per_link_entries_alone(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:

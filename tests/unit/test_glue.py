@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -94,20 +95,79 @@ def test_udev_itself_accepts_the_rules() -> None:
     assert udev_complaints(text.replace('KERNEL=="vif-*"', 'KERNL=="vif-*"', 1)) != []
 
 
-@pytest.mark.subprocess
-def test_dispatcher_exits_at_once_for_other_actions(tmp_path: object) -> None:
-    marker = os.path.join(str(tmp_path), "ran")
-    tool = os.path.join(str(tmp_path), "tool")
+HOOK = os.path.join(REPO, "dispatcher", "qubes-nmhook")
+# NetworkManager-dispatcher(8): the actions after which DNS cannot have changed.
+CANNOT_CHANGE_DNS = ("pre-up", "pre-down", "vpn-pre-up", "vpn-pre-down", "hostname", "connectivity-change")
+# Every other documented action, `reapply` (the one NetworkManager 1.42 sends
+# after `nmcli device reapply`), and names from releases yet to come.
+MAY_CHANGE_DNS = ("up", "down", "vpn-up", "vpn-down", "dhcp4-change", "dhcp6-change", "reapply", "dns-change",
+                  "some-future-action", "")
+
+
+def _fake_tools(tmp: str, exit_status: int, body: str = "") -> tuple[str, dict[str, str]]:
+    """A stand-in for qubes-setup-dnat-to-ns that records its runs, and a
+    systemctl first in PATH that records its arguments. Returns (log, env)."""
+    log = os.path.join(tmp, "log")
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    tool = os.path.join(tmp, "tool")
     with open(tool, "w") as handle:
-        handle.write(f"#!/bin/sh\ntouch {marker}\nexit 100\n")
-    os.chmod(tool, stat.S_IRWXU)
-    script = os.path.join(REPO, "dispatcher", "qubes-nmhook")
-    env = dict(os.environ, QUBES_SETUP_DNAT_TO_NS=tool)
-    for action in ("connectivity-change", "pre-up", "hostname", ""):
-        assert subprocess.run([script, "eth0", action], env=env, timeout=5).returncode == 0
-        assert not os.path.exists(marker)
-    assert subprocess.run([script, "eth0", "dns-change"], env=env, timeout=10).returncode == 0
-    assert os.path.exists(marker)
+        handle.write(f"#!/bin/sh\necho tool >> {log}\n{body}exit {exit_status}\n")
+    with open(os.path.join(bindir, "systemctl"), "w") as handle:
+        handle.write(f'#!/bin/sh\necho "systemctl $*" >> {log}\n')
+    for path in (tool, os.path.join(bindir, "systemctl")):
+        os.chmod(path, stat.S_IRWXU)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "QUBES_SETUP_DNAT_TO_NS": tool}
+    return log, env
+
+
+def _read(path: str) -> str:
+    return open(path).read() if os.path.exists(path) else ""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("action", CANNOT_CHANGE_DNS)
+def test_dispatcher_skips_actions_that_cannot_change_dns(tmp_path: object, action: str) -> None:
+    log, env = _fake_tools(str(tmp_path), 0)
+    assert subprocess.run([HOOK, "eth0", action], check=False, env=env, timeout=5).returncode == 0
+    assert _read(log) == ""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("action", MAY_CHANGE_DNS)
+def test_dispatcher_runs_the_tool_on_every_other_action(tmp_path: object, action: str) -> None:
+    log, env = _fake_tools(str(tmp_path), 0)
+    assert subprocess.run([HOOK, "eth0", action], check=False, env=env, timeout=10).returncode == 0
+    assert _read(log) == "tool\nsystemctl --no-block try-restart qubes-updates-proxy.service\n"
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("status", [100, 1, 2, 124])
+def test_dispatcher_restarts_the_proxy_only_on_a_change(tmp_path: object, status: int) -> None:
+    log, env = _fake_tools(str(tmp_path), status)
+    assert subprocess.run([HOOK, "eth0", "reapply"], check=False, env=env, timeout=10).returncode == 0
+    assert _read(log) == "tool\n"
+
+
+@pytest.mark.subprocess
+def test_dispatcher_is_bounded_in_time(tmp_path: object) -> None:
+    log, env = _fake_tools(str(tmp_path), 0, body="exec sleep 600\n")
+    started = time.monotonic()
+    result = subprocess.run([HOOK, "eth0", "up"], check=False, env=env | {"QUBES_NMHOOK_TIMEOUT": "1"}, timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0
+    assert 0.9 < elapsed < 5, elapsed
+    assert "systemctl" not in _read(log), "a tool killed by the time limit is no change"
+
+
+@pytest.mark.subprocess
+def test_dispatcher_works_without_path(tmp_path: object) -> None:
+    """NetworkManager's environment has no PATH: `timeout` must still be found."""
+    log, env = _fake_tools(str(tmp_path), 100)
+    result = subprocess.run([HOOK, "eth0", "up"], env={"QUBES_SETUP_DNAT_TO_NS": env["QUBES_SETUP_DNAT_TO_NS"]},
+                            check=False, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stderr == ""
+    assert _read(log) == "tool\n"
 
 
 EXPECTED = {
@@ -131,7 +191,7 @@ EXPECTED = {
 def test_make_install_and_uninstall(tmp_path: object) -> None:
     dest = os.path.join(str(tmp_path), "root")
     make = ["make", "-C", REPO, f"DESTDIR={dest}", "PREFIX=/usr"]
-    assert subprocess.run(make + ["install"], capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run(make + ["install"], check=False, capture_output=True, timeout=60).returncode == 0
     for path, mode in EXPECTED.items():
         full = os.path.join(dest, path)
         assert os.path.isfile(full), path
@@ -148,9 +208,9 @@ def test_make_install_and_uninstall(tmp_path: object) -> None:
     site = os.path.join(dest, "usr/lib/python3/dist-packages")
     for script in ("etc/xen/scripts/vif-route-qubes", "usr/lib/qubes/qubes-setup-dnat-to-ns"):
         result = subprocess.run(["/usr/bin/python3", os.path.join(dest, script), "--help"],
-                                env=dict(os.environ, PYTHONPATH=site), capture_output=True, text=True, timeout=30)
+                                env=dict(os.environ, PYTHONPATH=site), check=False, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0 and "exit status" in result.stdout, result.stderr
 
-    assert subprocess.run(make + ["uninstall"], capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run(make + ["uninstall"], check=False, capture_output=True, timeout=60).returncode == 0
     leftovers = [os.path.join(r, f) for r, _, files in os.walk(dest) for f in files]
     assert leftovers == []

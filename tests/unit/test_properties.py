@@ -36,7 +36,7 @@ from qubesnet.validate import (
     parse_vif_name,
     parse_xenbus_path,
 )
-from setup_dnat_to_ns.chain import build_replace, build_rules, plan_mapping
+from setup_dnat_to_ns.chain import build_refusals, build_replace, build_rules, plan_mapping
 from setup_dnat_to_ns.upstreams import Upstream, parse_resolv_conf, parse_resolved_dns, usable
 from vif_route_qubes.inputs import VifInputs
 from vif_route_qubes.mapped import (
@@ -102,7 +102,8 @@ def is_host(addr: IPAddress) -> bool:
 
 
 def is_usable_upstream(addr: IPAddress) -> bool:
-    """A DNS server a DNAT of an IPv4 virtual address can point at."""
+    """A DNS server a DNAT of an IPv4 virtual address can point at (IPv4 ones
+    for the IPv4 pass that test_dns_mapping drives)."""
     return addr.version == 4 and is_host(addr)
 
 
@@ -418,7 +419,7 @@ KINDS = {"table", "set", "chain", "rule", "element", "flowtable"}
 NFT_FAMILIES = {"ip", "ip6", "inet", "netdev"}
 TABLES = {"qubes", "qubes-nat", "qubes-flowtable"}
 SETS = {"allowed", "downstream"}
-CHAINS = set().union(*(required_chains(f) for f in FAMILIES)) | {"forward", "dnat-dns", "from-client", "from-netvm"}
+CHAINS = set().union(*(required_chains(f) for f in FAMILIES)) | {"forward", "dnat-dns", "dnat-dns-refuse", "from-client", "from-netvm"}
 LAYOUT_ADDRESSES = {"fe80::"}  # the link-local prefix in the ip6 input chain
 
 
@@ -1064,11 +1065,14 @@ def test_hostile_names_stay_single_json_strings(name: str, peer: str, addrs: lis
 @PROPS
 @given(virtual_dns, st.lists(upstreams, max_size=5))
 def test_dns_mapping(virtual: list[IPv4Address], servers: list[Upstream]) -> None:
-    """Each virtual address gets one mapping, to a usable upstream (cycling) or drop; 2 rules each."""
+    """Each virtual address gets one mapping, to a usable upstream (cycling) or
+    a refusal; 2 rules each in the DNAT chain, and 2 in the refusal chain
+    for the refused ones."""
     kept, notes = usable(servers)
     assert all(is_usable_upstream(s.addr) for s in kept)
     assert [s.addr for s in kept] == list(dict.fromkeys(s.addr for s in servers if is_usable_upstream(s.addr)))
-    assert len(notes) == sum(not is_usable_upstream(s.addr) for s in servers)
+    # Notes only about the family asked for: IPv6 servers are the IPv6 pass's business.
+    assert len(notes) == sum(s.addr.version == 4 and not is_usable_upstream(s.addr) for s in servers)
 
     mapping = plan_mapping(virtual, kept)
     assert [item.virtual for item in mapping] == virtual
@@ -1079,19 +1083,27 @@ def test_dns_mapping(virtual: list[IPv4Address], servers: list[Upstream]) -> Non
     for item in mapping:
         assert item.upstream is None or (item.upstream in servers and is_usable_upstream(item.upstream.addr))
 
-    rules = build_rules(mapping)
+    rules, refusals = build_rules(mapping), build_refusals(mapping)
     assert len(rules) == 2 * len(virtual)
     for item, pair in zip(mapping, zip(rules[::2], rules[1::2])):
         for proto, rule in zip(("udp", "tcp"), pair):
             assert rule[0]["match"]["right"] == str(item.virtual)
             assert rule[1]["match"]["left"]["payload"]["protocol"] == proto
-            assert rule[2] == ({"dnat": {"addr": str(item.upstream.addr)}} if item.upstream else {"drop": None})
+            assert rule[2] == ({"dnat": {"addr": str(item.upstream.addr)}} if item.upstream else {"redirect": None})
+    refused = [item for item in mapping if item.upstream is None]
+    assert len(refusals) == 2 * len(refused)
+    for item, pair in zip(refused, zip(refusals[::2], refusals[1::2])):
+        for proto, rule in zip(("udp", "tcp"), pair):
+            assert rule[0]["match"]["right"] == str(item.virtual)
+            assert rule[1]["match"]["left"]["payload"]["protocol"] == proto
+            assert "reject" in rule[2]
 
-    commands = build_replace(rules)
+    commands = build_replace(rules, refusals)
     check_commands(commands, set(), {str(v) for v in virtual} | {str(s.addr) for s in kept})
     verbs = [next(iter(c)) for c in commands]
-    assert verbs.count("delete") == 1 and verbs.index("delete") == 2  # old chain out, new one in, one transaction
-    assert all(next(iter(c["add"])) == "rule" for c in commands[4:]) and len(commands) == 4 + len(rules)
+    # Per chain: add (no-op if present), delete, add; all in one transaction.
+    assert verbs.count("delete") == 2 and verbs.index("delete") == 2
+    assert len(commands) == 1 + 2 * 3 + len(rules) + len(refusals)
 
 
 @PROPS
