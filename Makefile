@@ -8,6 +8,8 @@
 #   make demo          the main job in the simulated environment
 #   make reliability   bad inputs, faults, load, soak, security at full size
 #   make bench         performance figures (not a test)
+#   make mutation      hand-picked mutants of the vif core, each must be killed
+#                      by the unit or the namespace tier (root; not in make test)
 #   make install DESTDIR=... PREFIX=/usr
 
 PYTHON ?= /usr/bin/python3
@@ -29,7 +31,7 @@ RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
 # runs qubes-vif-reconcile.service afterwards.
 RECONCILE_DROPINS = qubes-antispoof.service qubes-iptables.service nftables.service
 
-.PHONY: all deps venv lint test unit demo reliability bench clean install install-deps uninstall
+.PHONY: all deps venv lint test unit demo reliability bench mutation clean install install-deps uninstall
 
 all: venv
 
@@ -70,6 +72,12 @@ demo: venv
 # violations.
 reliability: venv
 	QUBES_RELIABILITY=full QUBES_REQUIRE_NETNS=1 $(VPY) -m pytest tests/reliability tests/unit/test_properties.py $(PYTEST_ARGS)
+
+# Mutants of the vif core's decisions, each made in a temporary copy of the
+# tree: the table says whether the unit or the namespace tier killed it;
+# any survivor fails (tools/mutation.py --help).
+mutation: venv
+	$(VPY) tools/mutation.py $(MUTATION_ARGS)
 
 # Figures, not tests: our entry points from a regular (non-editable)
 # install, against bench/reference.sh, in the simulated netvm.

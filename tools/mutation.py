@@ -1,0 +1,450 @@
+"""make mutation: hand-picked mutants of the vif core's decisions, each of which the tests must kill.
+
+Every mutant is one deliberate mistake in the planner, the applier, the
+description or the kernel reader (an exact snippet replaced by another),
+made in a temporary copy of the tree, never in the working tree. The copy's
+unit tests listed for the mutant run first; only if they all pass do the
+listed namespace-tier tests run (root: they build network namespaces).
+The table says, for every mutant, which tier killed it; a mutant that
+survives both fails the run (exit 1): either a test is missing, or the
+mutant is wrong. A snippet that does not occur exactly once means the list
+is stale: the run stops (exit 2) rather than test a mutant that is not there.
+
+Each copy gets a shadow virtual environment whose interpreter sees the
+copy's packages and the real venv's site-packages, but not the real venv's
+editable install of the working tree; the entry points the namespace tier
+runs (found next to ``sys.executable``, and under ``$QUBES_NETSIM_BIN``) are
+wrappers that import from the copy. A probe checks, before any mutant, that
+each of the three ways the tests reach the code under test (pytest itself,
+the entry points, ``sys.executable`` subprocesses such as
+``fault_runner.py``) really imports the copy.
+
+    .venv/bin/python tools/mutation.py [--only ID ...] [--list] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import venv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IGNORED = shutil.ignore_patterns(
+    ".git", ".venv", ".bench-venv", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+    ".hypothesis", "build", "dist", "*.egg-info", "_install",
+)
+ENTRY_POINTS = {"vif-route-qubes": "vif_route_qubes.cli", "qubes-setup-dnat-to-ns": "setup_dnat_to_ns.cli"}
+PYTEST = ("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider")
+TIER_TIMEOUT = 600.0
+
+DIFF = "vif_route_qubes/diff.py"
+APPLY = "vif_route_qubes/apply.py"
+STEPS = "vif_route_qubes/steps.py"
+DESCRIBE = "vif_route_qubes/describe.py"
+OBSERVE = "vif_route_qubes/observe.py"
+HANDLERS = "vif_route_qubes/handlers.py"
+LAYOUT = "qubesnet/layout.py"
+
+U_DESCRIBE = "tests/unit/test_describe.py"
+U_DIFF = "tests/unit/test_diff.py"
+U_APPLY = "tests/unit/test_apply.py"
+U_KILLS = "tests/unit/test_mutation_kills.py"
+N_ONLINE = "tests/integration/test_vif_online.py"
+N_LIFECYCLE = "tests/integration/test_vif_lifecycle.py"
+N_RACE = "tests/integration/test_vif_race.py"
+N_ROLLBACK = "tests/integration/test_vif_rollback.py"
+N_MAPPED = "tests/integration/test_vif_mapped.py::test_a_changed_mapping_rebuilds_the_namespace"
+N_ANTISPOOF = "tests/integration/test_vif_antispoof.py"
+N_KILLS = "tests/integration/test_vif_mutation_kills.py"
+
+
+@dataclass(frozen=True)
+class Edit:
+    file: str  # relative to the tree
+    old: str  # must occur exactly once
+    new: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    description: str
+    edits: tuple[Edit, ...]
+    unit: tuple[str, ...]  # pytest node ids or files: the first chance
+    namespace: tuple[str, ...] = ()  # the second chance (root)
+
+
+def mutant(id_: str, description: str, file: str, old: str, new: str, unit: tuple[str, ...],
+           namespace: tuple[str, ...] = (), also: tuple[Edit, ...] = ()) -> Mutant:
+    return Mutant(id_, description, (Edit(file, old, new), *also), unit, namespace)
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    mutant("offline-keeps-nothing", "plan_offline removes no set element",
+           DIFF, "gone = [e for e in state.elements if e in obs.elements and e not in keep]",
+           "gone: list[Element] = []",
+           (U_DIFF,), (N_LIFECYCLE,)),
+    mutant("offline-ignores-routed-elsewhere", "downstream never kept for an address another vif routes",
+           DIFF, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
+           "e.kind == SET_DOWNSTREAM and False)",
+           (U_DIFF,), (N_LIFECYCLE, N_RACE)),
+    mutant("downstream-kept-always", "offline keeps every downstream element",
+           DIFF, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
+           "e.kind == SET_DOWNSTREAM)",
+           (U_DIFF,), (N_LIFECYCLE, N_ANTISPOOF)),
+    mutant("metric-off-by-one", "describe: route metric 32752 - domid + 1",
+           DESCRIBE, "routes=tuple(Route(a, inp.vif.metric) for a in routed)",
+           "routes=tuple(Route(a, inp.vif.metric + 1) for a in routed)",
+           (U_DESCRIBE, U_DIFF), (N_ONLINE,)),
+    mutant("link-up-before-elements", "plan_online: SetLink up before the nftables transaction",
+           DIFF,
+           "    if create:\n"
+           "        steps.append(NftChange(f\"online {ifname}\", tuple(create), tuple(remove)))\n"
+           "\n"
+           "    if not (link.up and link.group == state.group):\n"
+           "        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))\n",
+           "    if not (link.up and link.group == state.group):\n"
+           "        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))\n"
+           "\n"
+           "    if create:\n"
+           "        steps.append(NftChange(f\"online {ifname}\", tuple(create), tuple(remove)))\n",
+           (U_DIFF, U_APPLY), (N_KILLS, N_ONLINE)),
+    mutant("rollback-without-fail-closed", "Applier.rollback does not take the link down first",
+           APPLY, "self.gw.rtnl.set_link(self.fail_closed, up=False)", "pass",
+           (U_APPLY,), (N_ROLLBACK,)),
+    mutant("undo-not-recorded", "Applier.apply never appends inverses to the undo log",
+           APPLY, "self.undo.append(inverse)", "pass",
+           (U_APPLY,), (N_ROLLBACK,)),
+    mutant("sysctl-inverse-keeps-new", "SetSysctl.inverse restores the new value, not the previous",
+           STEPS, "return SetSysctl(self.key, self.previous, self.value)",
+           "return SetSysctl(self.key, self.value, self.previous)",
+           (U_DIFF, U_APPLY), (N_ROLLBACK,)),
+    mutant("online-adds-no-elements", "plan_online: missing = [] (no set element added)",
+           DIFF, "missing = [e for e in state.elements if e not in obs.elements]",
+           "missing: list[Element] = []",
+           (U_DIFF,), (N_ONLINE,)),
+    mutant("online-readds-present", "plan_online: missing = all elements, so its undo removes what it found",
+           DIFF, "missing = [e for e in state.elements if e not in obs.elements]",
+           "missing = list(state.elements)",
+           (U_DIFF,), (N_ROLLBACK,)),
+    mutant("offline-keeps-sysctls", "plan_offline does not restore the sysctls online set",
+           DIFF, "if current == sysctl.value and default is not None and default != current:",
+           "if False:",
+           (U_DIFF,), (N_LIFECYCLE, N_KILLS)),
+    mutant("offline-no-rename-back", "plan_offline does not rename the vif back to libxl's name",
+           DIFF, "if link is not None and not namespace.exists and link.name == state.ifname != state.vif:",
+           "if False:",
+           (U_DIFF,), (N_LIFECYCLE, N_KILLS)),
+    mutant("offline-removes-unowned-addresses",
+           "offline removes every host address on the link, not only the described gateways",
+           DIFF,
+           "steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in state.addresses\n"
+           "                  if a in obs.addresses]",
+           "steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in obs.addresses]",
+           (U_DIFF, U_KILLS), (N_LIFECYCLE, N_KILLS),
+           also=(Edit(OBSERVE, "addresses = on_link & set(state.addresses)",
+                      "addresses = {a for a in on_link if a.prefixlen == a.addr.max_prefixlen}"),)),
+    mutant("namespace-never-rebuilt", "plan_namespace keeps a namespace built for another mapping",
+           DIFF, "rebuilt = facts.exists and facts.table_present and not facts.table_matches",
+           "rebuilt = False",
+           (U_DIFF,), (N_MAPPED,)),
+    mutant("harden-ignored", "describe: the hardening sysctls are never set",
+           DESCRIBE, "    if inp.harden:\n", "    if False:\n",
+           (U_DESCRIBE,), (N_ONLINE,)),
+    mutant("no-base-antispoof", "build_antispoof returns [] (missing anti-spoofing objects never created)",
+           LAYOUT, "    if table and not missing_sets and not missing_chains:\n        return []\n",
+           "    return []\n",
+           (U_DIFF,), (N_LIFECYCLE,)),
+    mutant("ipv6-routed-when-disabled", "describe routes IPv6 on a vif where IPv6 is disabled",
+           DESCRIBE, "routed = tuple(a for a in addrs if a.version == 4 or ipv6_on_vif)",
+           "routed = tuple(a for a in addrs if a.version == 4 or env.ipv6_kernel)",
+           (U_DESCRIBE,), (N_ONLINE,)),
+    mutant("nft-change-never-undone", "NftChange.inverse is None: a failed online leaves its elements",
+           STEPS, "return NftChange(f\"undo {self.what}\", self.undo, self.commands) if self.undo else None",
+           "return None",
+           (U_DIFF, U_APPLY), (N_ROLLBACK,)),
+    mutant("best-effort-stops", "offline's best effort stops at the first failing step",
+           APPLY, "                errors.append(str(exc))\n", "                raise\n",
+           (U_APPLY,), (N_LIFECYCLE,)),
+    mutant("set-link-ignores-group", "the SetLink handler leaves the interface group alone",
+           HANDLERS, "gw.rtnl.set_link(s.ifindex, up=s.up, group=s.group)", "gw.rtnl.set_link(s.ifindex, up=s.up)",
+           (U_APPLY,), (N_ANTISPOOF,)),
+    mutant("observe-nothing-routed-elsewhere", "observe never reports a route of another interface",
+           OBSERVE, "                    elsewhere.add(addr)\n", "                    pass\n",
+           (U_KILLS,), (N_LIFECYCLE, N_RACE)),
+    mutant("observe-all-elements-present", "observe reads every described set element as present",
+           OBSERVE, "    if gw.nft.accepts(_deletes(candidates))[0]:\n", "    if True:\n",
+           (U_KILLS,), (N_ONLINE,)),
+)
+
+
+# --- the copy and its interpreter ---------------------------------------------
+
+
+@dataclass
+class Copy:
+    root: Path  # the temporary directory holding the tree and its venv
+    tree: Path = field(init=False)
+    python: Path = field(init=False)
+    bindir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tree = self.root / "tree"
+        self.bindir = self.root / "venv" / "bin"
+        self.python = self.bindir / "python"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(PYTHONPATH=str(self.tree), QUBES_NETSIM_BIN=str(self.bindir), PYTHONDONTWRITEBYTECODE="1")
+        env.pop("QUBES_RELIABILITY", None)
+        return env
+
+
+def make_copy(parent: Path, name: str) -> Copy:
+    """The working tree (committed or not) in ``parent/name/tree``, with a
+    shadow venv in ``parent/name/venv`` that imports the copy."""
+    copy = Copy(parent / name)
+    shutil.copytree(ROOT, copy.tree, ignore=IGNORED, symlinks=True)
+    home = copy.root / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(home)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(home), "platbase": str(home)}))
+    # The real venv's packages (pytest, pyroute2...) as plain paths: its own
+    # .pth files, among them the editable install of the working tree, are
+    # not processed from a path listed in a .pth file.
+    (site / "zz-mutation.pth").write_text(f"{copy.tree}\n{sysconfig.get_path('purelib')}\n")
+    for script, module in ENTRY_POINTS.items():
+        path = copy.bindir / script
+        path.write_text(f"#!{copy.python}\nimport sys\nsys.path.insert(0, {str(copy.tree)!r})\n"
+                        f"from {module} import run\nrun()\n")
+        path.chmod(0o755)
+    return copy
+
+
+class StaleMutantError(Exception):
+    pass
+
+
+class HarnessError(Exception):
+    pass
+
+
+def apply_edits(copy: Copy, edits: tuple[Edit, ...]) -> None:
+    for edit in edits:
+        path = copy.tree / edit.file
+        text = path.read_text()
+        count = text.count(edit.old)
+        if count != 1:
+            raise StaleMutantError(f"{edit.file}: the snippet occurs {count} times, not once:\n{edit.old}")
+        text = text.replace(edit.old, edit.new)
+        compile(text, str(path), "exec")  # a mutant must be a program, not a syntax error
+        path.write_text(text)
+
+
+# --- running the tiers ------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    failed_test: str = ""
+    output: str = ""
+
+
+def run_pytest(copy: Copy, tests: tuple[str, ...], *, namespace: bool) -> Outcome:
+    env = copy.env()
+    if namespace:
+        env["QUBES_REQUIRE_NETNS"] = "1"  # never a silent skip
+    try:
+        proc = subprocess.run([str(copy.python), *PYTEST, *tests], cwd=copy.tree, env=env, capture_output=True,
+                              text=True, timeout=TIER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return Outcome(False, f"(timed out after {TIER_TIMEOUT:.0f} s)")
+    output = proc.stdout + proc.stderr
+    if proc.returncode == 0:
+        return Outcome(True, output=output)
+    if proc.returncode != 1:  # 2-5: collection error, interrupted, usage error, nothing collected
+        raise HarnessError(f"pytest {' '.join(tests)} exited {proc.returncode}:\n{output[-3000:]}")
+    failed = [line.split(" ", 2)[1] for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return Outcome(False, failed[0] if failed else "?", output)
+
+
+PROBE_TOKEN = "MUTATION-PROBE-4c1f"
+PROBE_TEST = f'''
+import os, subprocess, sys
+
+from qubes_netsim.topology import bin_path
+
+TREE = {{tree!r}}
+CLEAN = {{{{"PATH": os.environ["PATH"]}}}}  # as the simulated netvm runs its entry points
+
+
+def test_pytest_imports_the_copy():
+    import vif_route_qubes.cli
+    assert vif_route_qubes.cli.__file__.startswith(TREE + os.sep)
+    assert "{PROBE_TOKEN}" in vif_route_qubes.cli.DESCRIPTION
+
+
+def test_entry_points_import_the_copy():
+    out = subprocess.run([bin_path("vif-route-qubes"), "--help"], env=CLEAN, capture_output=True, text=True, cwd="/")
+    assert "{PROBE_TOKEN}" in out.stdout, out.stdout + out.stderr
+    code = "import setup_dnat_to_ns.cli as c; print(c.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], env=CLEAN, capture_output=True, text=True, cwd="/")
+    assert out.stdout.startswith(TREE + os.sep), out.stdout + out.stderr
+    assert os.path.dirname(bin_path("qubes-setup-dnat-to-ns")) == os.path.dirname(bin_path("vif-route-qubes"))
+
+
+def test_subprocesses_of_sys_executable_import_the_copy():
+    code = "import vif_route_qubes.cli as c; print(c.__file__, c.DESCRIPTION)"
+    out = subprocess.run([sys.executable, "-c", code], env=CLEAN, capture_output=True, text=True, cwd="/")
+    assert out.stdout.startswith(TREE + os.sep) and "{PROBE_TOKEN}" in out.stdout, out.stdout + out.stderr
+'''
+
+
+def probe(parent: Path) -> None:
+    """A copy whose cli says PROBE_TOKEN: every way in must see it."""
+    copy = make_copy(parent, "probe")
+    apply_edits(copy, (Edit("vif_route_qubes/cli.py", "Configure (online) or tear down",
+                            f"{PROBE_TOKEN} Configure (online) or tear down"),))
+    (copy.tree / "tests" / "test_mutation_probe.py").write_text(PROBE_TEST.format(tree=str(copy.tree)))
+    outcome = run_pytest(copy, ("tests/test_mutation_probe.py",), namespace=False)
+    if not outcome.passed:
+        raise HarnessError(f"the copy's code is not what runs:\n{outcome.output[-3000:]}")
+    shutil.rmtree(copy.root)
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    mutant: Mutant
+    killed_by: str  # "unit", "namespace" or "SURVIVED"
+    test: str
+    seconds: float
+
+
+class Baseline:
+    """The listed tests pass on an unmutated copy: otherwise a "kill" means nothing.
+
+    Checked lazily, per tier and file, the first time a mutant needs it.
+    """
+
+    def __init__(self, parent: Path) -> None:
+        self.copy = make_copy(parent, "baseline")
+        self.passed: set[str] = set()
+
+    def check(self, tests: tuple[str, ...], *, namespace: bool) -> float:
+        """Seconds spent (not the mutant's)."""
+        todo = tuple(t for t in tests if t not in self.passed)
+        if not todo:
+            return 0.0
+        start = time.monotonic()
+        outcome = run_pytest(self.copy, todo, namespace=namespace)
+        if not outcome.passed:
+            raise HarnessError(f"{outcome.failed_test} fails on the unmutated tree:\n{outcome.output[-3000:]}")
+        self.passed.update(todo)
+        return time.monotonic() - start
+
+
+def run_mutant(m: Mutant, parent: Path, baseline: Baseline, keep: bool, unit: bool = True) -> Result:
+    start = time.monotonic()
+    copy = make_copy(parent, m.id)
+    try:
+        apply_edits(copy, m.edits)
+        if unit:
+            start += baseline.check(m.unit, namespace=False)
+            outcome = run_pytest(copy, m.unit, namespace=False)
+            if not outcome.passed:
+                return Result(m, "unit", outcome.failed_test, time.monotonic() - start)
+        if m.namespace:
+            if os.geteuid() != 0:
+                raise HarnessError(f"{m.id} survived the unit tier; its namespace tier needs root")
+            start += baseline.check(m.namespace, namespace=True)
+            outcome = run_pytest(copy, m.namespace, namespace=True)
+            if not outcome.passed:
+                return Result(m, "namespace", outcome.failed_test, time.monotonic() - start)
+        return Result(m, "SURVIVED", "", time.monotonic() - start)
+    finally:
+        if not keep:
+            shutil.rmtree(copy.root, ignore_errors=True)
+
+
+def table(results: list[Result]) -> str:
+    rows = [("mutant", "description", "killed by", "seconds", "first failing test")]
+    rows += [(r.mutant.id, r.mutant.description, r.killed_by, f"{r.seconds:.1f}", r.test) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[i].ljust(widths[i]) if i != 3 else row[i].rjust(widths[i]) for i in range(4)]
+        lines.append(" | ".join([*cells, row[4]]).rstrip())
+        if n == 0:
+            lines.append("-+-".join("-" * w for w in [*widths, len(row[4])]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", metavar="ID", help="run only this mutant (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--keep", action="store_true", help="keep the mutated copies (their paths are printed)")
+    parser.add_argument("--namespace-only", action="store_true",
+                        help="skip the unit tier: how strong is the namespace tier alone? (slow; not the check)")
+    args = parser.parse_args(argv)
+
+    ids = [m.id for m in MUTANTS]
+    if len(set(ids)) != len(ids):
+        parser.error("duplicate mutant ids")
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.id}: {m.description}")
+        return 0
+    chosen = [m for m in MUTANTS if not args.only or m.id in args.only]
+    if args.only and len(chosen) != len(set(args.only)):
+        parser.error(f"unknown mutant id(s): {sorted(set(args.only) - set(ids))}")
+    if sys.prefix == sys.base_prefix:
+        parser.error("run it with the project's venv (make mutation): pytest and pyroute2 come from there")
+
+    started = time.monotonic()
+    parent = Path(tempfile.mkdtemp(prefix="qubes-mutation-"))
+    results: list[Result] = []
+    try:
+        probe(parent)
+        baseline = Baseline(parent)
+        for m in chosen:
+            result = run_mutant(m, parent, baseline, args.keep, unit=not args.namespace_only)
+            results.append(result)
+            print(f"  {m.id}: {result.killed_by} ({result.seconds:.1f} s) {result.test}", flush=True)
+    except (StaleMutantError, HarnessError) as exc:
+        print(f"mutation: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.keep:
+            print(f"copies kept in {parent}", file=sys.stderr)
+        else:
+            shutil.rmtree(parent, ignore_errors=True)
+
+    print(table(results))
+    survived = [r.mutant.id for r in results if r.killed_by == "SURVIVED"]
+    if args.namespace_only:
+        print(f"\nnamespace tier alone: {len(results) - len(survived)} of {len(results)} killed; "
+              f"{time.monotonic() - started:.0f} s in all")
+        return 1 if survived else 0
+    unit = sum(r.killed_by == "unit" for r in results)
+    print(f"\n{len(results)} mutants: {unit} killed by the unit tier, {len(results) - unit - len(survived)} by the "
+          f"namespace tier, {len(survived)} survived; {time.monotonic() - started:.0f} s in all")
+    if survived:
+        print(f"SURVIVED: {', '.join(survived)}: a test is missing (or the mutant is wrong)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
