@@ -115,20 +115,28 @@ def run_once(args: argparse.Namespace, nft: Nft | None = None) -> int:
     return APPLIED
 
 
-def show_status(args: argparse.Namespace) -> int:
-    derived = _derive(args)
-    nft = Nft.shared()
+def status_lines(derived: Derived, nft: Nft) -> tuple[list[str], bool]:
+    """What --status prints, and whether the kernel's chains are current."""
+    lines: list[str] = []
+    current = True
     for family, mapping in families(derived):
         name = FAMILY_NAME[family]
         if mapping is None:
-            print(f"{name}: no virtual DNS addresses in QubesDB")
+            lines.append(f"{name}: no virtual DNS addresses in QubesDB")
         else:
-            print(f"{name}:")
-            for line in describe(mapping, family) or ["no virtual DNS addresses in QubesDB"]:
-                print(f"  {line}")
-        current = not plan_family(nft, family, mapping)
-        print(f"  kernel chains {family} {QUBES_TABLE} {CHAIN_DNAT_DNS}, {CHAIN_DNS_REFUSE}: "
-              + ("up to date" if current else "differ (run qubes-setup-dnat-to-ns to apply)"))
+            lines.append(f"{name}:")
+            lines += [f"  {line}" for line in describe(mapping, family) or ["no virtual DNS addresses in QubesDB"]]
+        family_current = not plan_family(nft, family, mapping)
+        current = current and family_current
+        lines.append(f"  kernel chains {family} {QUBES_TABLE} {CHAIN_DNAT_DNS}, {CHAIN_DNS_REFUSE}: "
+                     + ("up to date" if family_current else "differ (run qubes-setup-dnat-to-ns to apply)"))
+    return lines, current
+
+
+def show_status(args: argparse.Namespace) -> int:
+    lines, _ = status_lines(_derive(args), Nft.shared())
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -136,9 +144,9 @@ def status_data(timeout: float, resolv_conf: str = "/etc/resolv.conf") -> dict[s
     """What --status shows, as data (for vif-route-qubes status)."""
     with QubesDB.open(qubesdb_address(os.environ), timeout) as qdb:
         derived = derive(qdb, resolv_conf, timeout)
-    current = is_current(Nft.shared().query(LISTING, terse=True), build_rules(derived.mapping))
-    lines = describe(derived.mapping) or ["no virtual DNS addresses in QubesDB"]
-    lines.append(f"kernel chain {FAMILY} {QUBES_TABLE} {CHAIN_DNAT_DNS}: " + ("up to date" if current else "differs"))
-    return {"lines": lines, "current": current,
-            "mappings": [{"virtual": str(m.virtual), "upstream": str(m.upstream.addr) if m.upstream else None,
-                          "origin": m.upstream.origin if m.upstream else None} for m in derived.mapping]}
+    lines, current = status_lines(derived, Nft.shared())
+    mappings = [{"family": family, "virtual": str(m.virtual),
+                 "upstream": str(m.upstream.addr) if m.upstream else None,
+                 "origin": m.upstream.origin if m.upstream else None}
+                for family, mapping in families(derived) for m in mapping or []]
+    return {"lines": lines, "current": current, "mappings": mappings}

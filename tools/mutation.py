@@ -64,6 +64,10 @@ N_ROLLBACK = "tests/integration/test_vif_rollback.py"
 N_MAPPED = "tests/integration/test_vif_mapped.py::test_a_changed_mapping_rebuilds_the_namespace"
 N_ANTISPOOF = "tests/integration/test_vif_antispoof.py"
 N_KILLS = "tests/integration/test_vif_mutation_kills.py"
+N_ADMIN = "tests/integration/test_admin.py"
+U_SURVEY = "tests/unit/test_survey.py"
+SURVEY = "vif_route_qubes/survey.py"
+EVENT = "vif_route_qubes/event.py"
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "    return []\n",
            (U_DIFF,), (N_LIFECYCLE,)),
     mutant("ipv6-routed-when-disabled", "describe routes IPv6 on a vif where IPv6 is disabled",
-           DESCRIBE, "routed = tuple(a for a in addrs if a.version == 4 or ipv6_on_vif)",
+           DESCRIBE, "routed = tuple(a for a in addrs if a.version == 4 or (ipv6_on_vif and inp.netvm_ipv6))",
            "routed = tuple(a for a in addrs if a.version == 4 or env.ipv6_kernel)",
            (U_DESCRIBE,), (N_ONLINE,)),
     mutant("nft-change-never-undone", "NftChange.inverse is None: a failed online leaves its elements",
@@ -183,6 +187,23 @@ MUTANTS: tuple[Mutant, ...] = (
     mutant("observe-all-elements-present", "observe reads every described set element as present",
            OBSERVE, "    if gw.nft.accepts(_deletes(candidates))[0]:\n", "    if True:\n",
            (U_KILLS,), (N_ONLINE,)),
+    # status, reconcile and watch
+    mutant("ipv6-routed-without-netvm-ipv6", "describe routes clients' IPv6 when IPv6 is off for the netvm",
+           DESCRIBE, "(ipv6_on_vif and inp.netvm_ipv6)", "ipv6_on_vif",
+           (U_DESCRIBE,), (N_ADMIN,)),
+    mutant("subtract-keeps-nothing", "a gateway that went away from QubesDB stays on every vif",
+           DESCRIBE, "addresses=tuple(a for a in old.addresses if a not in new.addresses),", "addresses=(),",
+           (U_DESCRIBE,), (N_ADMIN,)),
+    mutant("orphans-never-found", "status and reconcile never see kernel state no XenStore vif claims",
+           SURVEY, "    return found\n", "    return []\n",
+           (U_SURVEY,), (N_ADMIN,)),
+    mutant("drift-reads-ok", "status calls a drifted vif ok",
+           SURVEY, 'verdict="drift" if drift else "ok"', 'verdict="ok"',
+           (U_SURVEY,), (N_ADMIN,)),
+    mutant("reconcile-reruns-hooks-and-purge", "reconcile runs hooks and purges connections of running clients",
+           EVENT, "skip = (ReportConnected,) if fresh else (ReportConnected, RunHooks, PurgeConntrack)",
+           "skip = (ReportConnected,)",
+           (), (N_ADMIN,)),
 )
 
 

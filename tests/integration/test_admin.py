@@ -29,7 +29,7 @@ INSTALLED = "/etc/xen/scripts/vif-route-qubes"
 
 
 def admin(sim: SimNetvm, *args: str) -> subprocess.CompletedProcess[str]:
-    return sim.netvm.run([bin_path("vif-route-qubes"), *args], env=sim.env(), check=False, timeout=60)
+    return sim.netvm.run(sim.vif_route_argv(*args), env=sim.env(), check=False, timeout=60)
 
 
 def unit_command(path: str, key: str) -> list[list[str]]:
@@ -68,6 +68,14 @@ def test_a_ruleset_reload_is_repaired_by_the_trigger(five: tuple[SimNetvm, list[
     expected = sim.set_elements("ip", "allowed")
     before = oracle.ruleset(sim.netvm)
     assert all(reachable(clients))
+    ran = os.path.join(sim.workdir, "hooks-ran")
+    hook = os.path.join(sim.hooks_dir, "record")
+    with open(hook, "w") as handle:
+        handle.write(f"#!/bin/sh\necho \"$@\" >> {ran}\n")
+    os.chmod(hook, 0o755)
+    # A long-lived connection of a running client, which a reconcile must not forget.
+    sim.netvm.run(["conntrack", "-I", "-p", "tcp", "-s", "10.137.0.20", "-d", UPSTREAM, "--sport", "40000",
+                   "--dport", "443", "--state", "ESTABLISHED", "--timeout", "600"], check=False)
 
     sim.netvm.run(["nft", "flush ruleset"])  # what nftables.service's /etc/nftables.conf begins with
     sim.load_base_ruleset()  # qubes-antispoof.service, qubes-iptables.service
@@ -87,6 +95,9 @@ def test_a_ruleset_reload_is_repaired_by_the_trigger(five: tuple[SimNetvm, list[
     assert "reconcile: 5 changed, 0 failed" in result.stdout
     assert sim.set_elements("ip", "allowed") == expected
     assert oracle.ruleset(sim.netvm) == before  # no duplicates, nothing extra
+    assert not os.path.exists(ran), "reconcile re-ran the hooks of configured vifs"
+    kept = sim.netvm.run(["conntrack", "-L", "-s", "10.137.0.20"], check=False).stdout
+    assert "dport=443" in kept, "reconcile purged a running client's connections"
     again = run_unit_hook(sim, unit, "ExecReload")
     assert "reconcile: 0 changed, 0 failed" in again.stdout
     assert admin(sim, "status").returncode == 0

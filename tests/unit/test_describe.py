@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.validate import AddressList, VifName
-from vif_route_qubes.describe import describe
+from vif_route_qubes.describe import describe, subtract
 from vif_route_qubes.inputs import VifInputs
 from vif_route_qubes.mapped import MappedAddress
 from vif_route_qubes.state import Address, Element, Environment, Neighbour, Route, Sysctl
@@ -106,3 +106,21 @@ def test_ignored_extra_addresses_are_noted() -> None:
     state = describe(inputs(addresses=AddressList(V4, V6, (extra,))), ENV)
     assert extra not in {e.addr for e in state.elements}
     assert any("ignoring extra address 10.137.0.99" in n for n in state.notes)
+
+
+def test_clients_ipv6_is_routed_only_when_ipv6_is_on_for_the_netvm() -> None:
+    state = describe(inputs(gateway6=None, netvm_ipv6=False), ENV)
+    assert state.routes == (Route(V4, 32740),)
+    assert Element("downstream", V6) in state.elements  # still protected
+    assert describe(inputs(gateway6=None, netvm_ipv6=True), ENV).routes == (Route(V4, 32740), Route(V6, 32740))
+
+
+def test_what_a_gateway_that_went_away_leaves_behind() -> None:
+    before = describe(inputs(), ENV)
+    after = describe(inputs(gateway6=None, netvm_ipv6=False), ENV)
+    stale = subtract(before, after)
+    assert stale.addresses == (Address(GW6, 128),)
+    assert stale.sysctls == (Sysctl("net/ipv6/conf/vif12.0/proxy_ndp", "1"),)
+    assert stale.routes == (Route(V6, 32740),) and stale.neighbours == (Neighbour(V6, MAC),)
+    assert stale.elements == () and stale.hook_addresses == () and stale.purge == ()
+    assert subtract(after, after).addresses == ()

@@ -1,0 +1,65 @@
+"""vif_route_qubes.survey and verdicts, pure parts: orphans and the words for drift."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, ip_address
+
+from tests.unit.test_describe import ENV, inputs
+from tests.unit.test_diff import configured, fresh
+from vif_route_qubes.describe import describe
+from vif_route_qubes.diff import plan_online
+from vif_route_qubes.survey import Inventory, VifReport, orphans
+from vif_route_qubes.verdicts import drift_of
+
+
+def report(name: str, domid: int) -> VifReport:
+    return VifReport(name, domid, 0, f"backend/vif/{domid}/0", (), None, "connected", False, "ok", ())
+
+
+def inventory(**changes: object) -> Inventory:
+    base = Inventory(links={}, neighbours={}, addresses={}, proxy_arp=set(), allowed={}, downstream=set(),
+                     namespaces=set())
+    return base._replace(**changes)  # type: ignore[arg-type]
+
+
+def test_what_xenstore_claims_is_no_orphan() -> None:
+    inv = inventory(links={"vif12.0": (True, 2), "vif-work": (True, 2)}, neighbours={"vif12.0": set(), "vif-work": set()},
+                    addresses={"vif12.0": set(), "vif-work": set()},
+                    allowed={"vif12.0": {IPv4Address("10.137.0.12")}})
+    claimed = [report("vif12.0", 12), report("vif-work", 13)]
+    assert orphans(inv, claimed) == []
+
+
+def test_an_interface_holding_our_state_without_xenstore_is_an_orphan() -> None:
+    addr = IPv4Address("10.137.0.15")
+    inv = inventory(links={"vif15.0": (False, 0), "vif16.0": (False, 0)},
+                    neighbours={"vif15.0": {addr}, "vif16.0": set()},
+                    addresses={"vif15.0": {IPv4Address("10.137.0.1")}, "vif16.0": set()},
+                    proxy_arp={"vif15.0"})
+    (found,) = orphans(inv, [])
+    assert (found.name, found.domid, found.verdict, found.addresses) == ("vif15.0", 15, "orphan", ("10.137.0.15",))
+    assert found.detail == ("interface down in group 0", "neighbour 10.137.0.15", "address 10.137.0.1", "proxy ARP")
+
+
+def test_set_elements_of_a_vanished_interface_and_lone_downstream_entries_are_orphans() -> None:
+    inv = inventory(allowed={"vif9.0": {ip_address("10.137.0.9")}},
+                    downstream={ip_address("10.137.0.9"), ip_address("10.137.0.99")})
+    names = [(r.name, r.detail) for r in orphans(inv, [])]
+    assert names == [("vif9.0", ("allowed 10.137.0.9",)),
+                     ("-", ("downstream 10.137.0.99 with no interface allowed to send it",))]
+
+
+def test_a_nat_namespace_counts_only_beside_its_interface() -> None:
+    """The named-namespace directory is shared by every network stack of the host."""
+    inv = inventory(links={"vif7.0": (False, 0)}, neighbours={"vif7.0": set()}, addresses={"vif7.0": set()},
+                    namespaces={"vif7.0-nat", "vif8.0-nat"})
+    (found,) = orphans(inv, [])
+    assert found.name == "vif7.0" and found.mapped and found.detail[-1] == "namespace vif7.0-nat"
+
+
+def test_drift_in_words() -> None:
+    state = describe(inputs(), ENV)
+    assert drift_of(plan_online(state, configured(state), "x").steps) == ()
+    words = drift_of(plan_online(state, fresh(state), "x").steps)
+    assert words[:3] == ("sysctl proxy_arp is 0, not 1", "sysctl proxy_ndp is 0, not 1", "missing allowed 10.137.0.12")
+    assert "link down" in words and "no route to 10.137.0.12" in words and "no gateway address 10.137.0.1" in words
