@@ -230,7 +230,7 @@ class Bench:
     def print_table(self) -> None:
         header = ("figure", "ours", "reference", "ratio", "target", "met")
         widths = [max(len(r[i]) for r in [header, *self.rows]) for i in range(6)]
-        line = "  ".join("{:<%d}" % w for w in widths)
+        line = "  ".join(f"{{:<{w}}}" for w in widths)
         print()
         print(line.format(*header))
         print(line.format(*("-" * w for w in widths)))

@@ -225,7 +225,8 @@ class SimNetworkManager:
             "#!/bin/sh\n"
             f"{tool} \"$@\" 2>>{_quote(os.path.join(self.dir, 'tool.stderr'))}\n"
             "status=$?\n"
-            f"echo \"$(date +%s.%N) ${{NM_DISPATCHER_ACTION:-?}} $status ${{DEVICE_IFACE:--}}\" >> {_quote(self.runs_path)}\n"
+            f"echo \"$(date +%s.%N) ${{NM_DISPATCHER_ACTION:-?}} $status ${{DEVICE_IFACE:--}}\""
+            f" >> {_quote(self.runs_path)}\n"
             "exit $status\n"
         ), 0o755)
 

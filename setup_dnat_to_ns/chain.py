@@ -29,14 +29,14 @@ from __future__ import annotations
 from collections import namedtuple
 from ipaddress import IPv4Address, IPv6Address
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
-    from typing import Any
-
 from qubesnet import nftjson as j
 from qubesnet.constants import CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE, QUBES_TABLE
 
 from .upstreams import Upstream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
+    from typing import Any
 
 FAMILY = "ip"
 VERSION_FAMILY = {4: "ip", 6: "ip6"}

@@ -56,9 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=help_formatter,
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("-n", "--dry-run", action="store_true", help="print the chains that would be installed; change nothing")
-    mode.add_argument("--status", action="store_true", help="show, per family, each virtual address, its server and where that came from")
-    mode.add_argument("--watch", action="store_true", help="stay running: re-apply when resolv.conf or systemd-resolved change")
+    mode.add_argument("-n", "--dry-run", action="store_true",
+                      help="print the chains that would be installed; change nothing")
+    mode.add_argument("--status", action="store_true",
+                      help="show, per family, each virtual address, its server and where that came from")
+    mode.add_argument("--watch", action="store_true",
+                      help="stay running: re-apply when resolv.conf or systemd-resolved change")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
     parser.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="PATH", help="default: /etc/resolv.conf")
     parser.add_argument("--qubes-service-dir", default="/run/qubes-service", metavar="DIR",

@@ -54,7 +54,7 @@ def query_dns(timeout: float) -> tuple[object | None, str]:
             reply = conn.send_and_get_reply(Properties(address).get("DNS"), timeout=timeout)
     except (OSError, TimeoutError, ValueError, KeyError) as exc:
         return None, f"system bus unreachable ({type(exc).__name__}: {exc})"
-    except Exception as exc:  # noqa: BLE001 - jeepney raises its own types (auth, protocol)
+    except Exception as exc:
         return None, f"system bus unusable ({type(exc).__name__}: {exc})"
     if reply.header.message_type != MessageType.method_return:
         detail = reply.body[0] if reply.body else ""

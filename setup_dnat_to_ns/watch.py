@@ -68,7 +68,7 @@ class ResolvedSignals:
             rules[1].add_arg_condition(0, resolved.RESOLVE1_NAME)
             for rule in rules:
                 conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=self.timeout)
-        except Exception as exc:  # noqa: BLE001 - any bus trouble: retry later, inotify goes on
+        except Exception as exc:
             log.info("not watching systemd-resolved for now: %s", exc)
             self._later(now)
             return False

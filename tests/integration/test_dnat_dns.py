@@ -49,8 +49,10 @@ def answers(client: Client) -> dict[tuple[str, str], str | None]:
 
 def dns_packets_upstream(sim: SimNetvm) -> Callable[[], int]:
     """Count DNS packets reaching the upstream host (the uplink side)."""
-    sim.upstream.run(["nft", ("add table inet obs; add chain inet obs pre { type filter hook prerouting priority -500; };"
-                              "add rule inet obs pre udp dport 53 counter; add rule inet obs pre tcp dport 53 counter")])
+    sim.upstream.run(["nft", ("add table inet obs;"
+                              " add chain inet obs pre { type filter hook prerouting priority -500; };"
+                              "add rule inet obs pre udp dport 53 counter;"
+                              " add rule inet obs pre tcp dport 53 counter")])
 
     return lambda: sim.upstream.counter_packets("inet", "obs", "pre")
 
@@ -320,7 +322,8 @@ def _mapped_to(sim: SimNetvm, server: str) -> bool:
 def test_watch_follows_resolv_conf_and_resolved_within_a_second(dns: tuple[SimNetvm, Client], bus: PrivateBus) -> None:
     sim, client = dns
     sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
-    watcher = sim.netvm.popen(sim.dnat_argv("--watch"), env=sim.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watcher = sim.netvm.popen(sim.dnat_argv("--watch"), env=sim.env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
     fake = None
     try:
         wait_for(lambda: _mapped_to(sim, SERVER_A), timeout=10, what="the initial chain")

@@ -208,7 +208,8 @@ def test_make_install_and_uninstall(tmp_path: object) -> None:
     site = os.path.join(dest, "usr/lib/python3/dist-packages")
     for script in ("etc/xen/scripts/vif-route-qubes", "usr/lib/qubes/qubes-setup-dnat-to-ns"):
         result = subprocess.run(["/usr/bin/python3", os.path.join(dest, script), "--help"],
-                                env=dict(os.environ, PYTHONPATH=site), check=False, capture_output=True, text=True, timeout=30)
+                                env=dict(os.environ, PYTHONPATH=site), check=False, capture_output=True, text=True,
+                                timeout=30)
         assert result.returncode == 0 and "exit status" in result.stdout, result.stderr
 
     assert subprocess.run(make + ["uninstall"], check=False, capture_output=True, timeout=60).returncode == 0

@@ -101,13 +101,14 @@ def test_missing_mac_is_an_error_for_online_with_addresses(stores: tuple) -> Non
 def test_missing_gateway_is_an_error_for_an_ipv4_client(stores: tuple) -> None:
     _, qdbd, xs, qdb = stores
     qdbd.rm("/qubes-netvm-gateway")
-    with pytest.raises(ConfigError, match="^/qubes-netvm-gateway: missing"):
+    with pytest.raises(ConfigError, match=r"^/qubes-netvm-gateway: missing"):
         read_inputs(parse_env(ENV), xs, qdb, online=True)
 
 
 @pytest.mark.parametrize(
     ("env", "key"),
-    [({}, "XENBUS_PATH"), ({"XENBUS_PATH": "backend/vif/12/0"}, "vif"), ({"vif": "vif12.0", "XENBUS_PATH": "a//b"}, "XENBUS_PATH"),
+    [({}, "XENBUS_PATH"), ({"XENBUS_PATH": "backend/vif/12/0"}, "vif"),
+     ({"vif": "vif12.0", "XENBUS_PATH": "a//b"}, "XENBUS_PATH"),
      ({"vif": "eth0", "XENBUS_PATH": "backend/vif/12/0"}, "vif")],
 )
 def test_environment(env: dict[str, str], key: str) -> None:

@@ -56,8 +56,9 @@ def test_pinned_version_matches_setup_cfg() -> None:
 
 
 def test_messages_encode_what_the_kernel_expects() -> None:
-    from qubesnet.netlink import rtnl  # noqa: F401
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    from qubesnet.netlink import rtnl  # noqa: F401
 
     msg = rtmsg()
     msg["family"] = 2

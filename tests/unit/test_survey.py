@@ -23,7 +23,8 @@ def inventory(**changes: object) -> Inventory:
 
 
 def test_what_xenstore_claims_is_no_orphan() -> None:
-    inv = inventory(links={"vif12.0": (True, 2), "vif-work": (True, 2)}, neighbours={"vif12.0": set(), "vif-work": set()},
+    inv = inventory(links={"vif12.0": (True, 2), "vif-work": (True, 2)},
+                    neighbours={"vif12.0": set(), "vif-work": set()},
                     addresses={"vif12.0": set(), "vif-work": set()},
                     allowed={"vif12.0": {IPv4Address("10.137.0.12")}})
     claimed = [report("vif12.0", 12), report("vif-work", 13)]
