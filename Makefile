@@ -25,9 +25,13 @@ QUBES_LIBDIR ?= $(PREFIX)/lib/qubes
 NM_DISPATCHER_DIR ?= $(SYSCONFDIR)/NetworkManager/dispatcher.d
 UDEV_RULES_DIR ?= $(PREFIX)/lib/udev/rules.d
 SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+MAN8DIR ?= $(PREFIX)/share/man/man8
+MANPAGES = vif-route-qubes.8 qubes-setup-dnat-to-ns.8
+# Generated, never committed (see tools/mkman.py).
+MAN_BUILD ?= build/man
 RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
 
-.PHONY: all deps venv test test-debian-pyroute2 unit demo reliability bench clean install uninstall
+.PHONY: all deps venv test test-debian-pyroute2 unit demo reliability bench clean install uninstall man
 
 all: venv
 
@@ -103,7 +107,11 @@ bench: venv
 # points at the paths Qubes uses. Dependencies come from the distribution:
 # python3-pyroute2 (>= 0.7.2), python3-nftables, python3-jeepney (the
 # Debian and RPM packages declare them: debian/control, rpm/).
-install:
+# The manual pages, from the entry points' argument parsers (tools/mkman.py).
+man:
+	PYTHONPATH=$(CURDIR) $(PYTHON) -B tools/mkman.py $(MAN_BUILD)
+
+install: man
 	for pkg in $(RUNTIME_PACKAGES); do \
 		install -d -m 0755 $(DESTDIR)$(PYTHONDIR)/$$pkg && \
 		install -m 0644 $$pkg/*.py $(DESTDIR)$(PYTHONDIR)/$$pkg/ || exit 1; \
@@ -122,6 +130,8 @@ install:
 	install -D -m 0644 udev/90-qubes-vif-route.rules $(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules
 	install -D -m 0644 systemd/qubes-setup-dnat-to-ns-watch.service \
 		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
+	install -d -m 0755 $(DESTDIR)$(MAN8DIR)
+	for page in $(MANPAGES); do install -m 0644 $(MAN_BUILD)/$$page $(DESTDIR)$(MAN8DIR)/ || exit 1; done
 
 uninstall:
 	for pkg in $(RUNTIME_PACKAGES); do rm -rf $(DESTDIR)$(PYTHONDIR)/$$pkg; done
@@ -130,6 +140,7 @@ uninstall:
 		$(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook \
 		$(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules \
 		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
+	for page in $(MANPAGES); do rm -f $(DESTDIR)$(MAN8DIR)/$$page; done
 
 clean:
 	rm -rf $(VENV) $(DEB_VENV) build *.egg-info .pytest_cache .hypothesis

@@ -87,6 +87,8 @@ EXPECTED = {
     "usr/lib/python3/dist-packages/vif_route_qubes/cli.py": 0o644,
     "usr/lib/python3/dist-packages/setup_dnat_to_ns/cli.py": 0o644,
     "usr/lib/python3/dist-packages/qubesnet/netlink/rtnl.py": 0o644,
+    "usr/share/man/man8/vif-route-qubes.8": 0o644,
+    "usr/share/man/man8/qubes-setup-dnat-to-ns.8": 0o644,
 }
 
 
