@@ -10,6 +10,10 @@
 #   make reliability   bad inputs, faults, load, soak, security at full size
 #   make bench         performance figures (not a test)
 #   make install DESTDIR=... PREFIX=/usr
+#   make deb           the Debian package, checked by lintian (build/packages/)
+#   make rpm           the RPM package (build/packages/)
+#   make package-test  install the .deb for real, run the namespace tier on
+#                      it, purge it (root; changes the system: not in make test)
 
 PYTHON ?= /usr/bin/python3
 VENV ?= .venv
@@ -23,6 +27,8 @@ PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
 XEN_SCRIPTS_DIR ?= $(SYSCONFDIR)/xen/scripts
 QUBES_LIBDIR ?= $(PREFIX)/lib/qubes
 NM_DISPATCHER_DIR ?= $(SYSCONFDIR)/NetworkManager/dispatcher.d
+# The three programs themselves; the paths Qubes uses are symlinks to them.
+PKG_LIBDIR ?= $(PREFIX)/lib/qubes-netvm-hotplug
 UDEV_RULES_DIR ?= $(PREFIX)/lib/udev/rules.d
 SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 MAN8DIR ?= $(PREFIX)/share/man/man8
@@ -31,7 +37,7 @@ MANPAGES = vif-route-qubes.8 qubes-setup-dnat-to-ns.8
 MAN_BUILD ?= build/man
 RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
 
-.PHONY: all deps venv test test-debian-pyroute2 unit demo reliability bench clean install uninstall man
+.PHONY: all deps venv test test-debian-pyroute2 unit demo reliability bench clean install uninstall man deb rpm package-test
 
 all: venv
 
@@ -122,11 +128,21 @@ install: man
 	for pkg in $(RUNTIME_PACKAGES); do \
 		$(PYTHON) -m compileall -q -d $(PYTHONDIR)/$$pkg $(DESTDIR)$(PYTHONDIR)/$$pkg || exit 1; \
 	done
-	install -d -m 0755 $(DESTDIR)$(XEN_SCRIPTS_DIR) $(DESTDIR)$(QUBES_LIBDIR)
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/vif-route-qubes > $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
-	chmod 0755 $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
-	install -D -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
+	# The programs live in PKG_LIBDIR; the paths Qubes uses (owned there by
+	# qubes-core-agent-networking and -network-manager) are symlinks to
+	# them. A package takes those paths over by diverting the originals
+	# (debian/) or by scriptlets (rpm/): with symlinks, nothing of ours under
+	# /etc is a conffile that dpkg would keep after a remove, on top of the
+	# original it has to put back.
+	install -d -m 0755 $(DESTDIR)$(PKG_LIBDIR) $(DESTDIR)$(XEN_SCRIPTS_DIR) $(DESTDIR)$(QUBES_LIBDIR) \
+		$(DESTDIR)$(NM_DISPATCHER_DIR)
+	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/vif-route-qubes > $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes
+	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
+	install -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(PKG_LIBDIR)/qubes-nmhook
+	chmod 0755 $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
+	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
+	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
+	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
 	install -D -m 0644 udev/90-qubes-vif-route.rules $(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules
 	install -D -m 0644 systemd/qubes-setup-dnat-to-ns-watch.service \
 		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
@@ -135,12 +151,41 @@ install: man
 
 uninstall:
 	for pkg in $(RUNTIME_PACKAGES); do rm -rf $(DESTDIR)$(PYTHONDIR)/$$pkg; done
+	rm -rf $(DESTDIR)$(PKG_LIBDIR)
 	rm -f $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes \
 		$(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns \
 		$(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook \
 		$(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules \
 		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
 	for page in $(MANPAGES); do rm -f $(DESTDIR)$(MAN8DIR)/$$page; done
+
+# Packages are built from a copy of the tracked (and new, not ignored) files,
+# never in the work tree: dpkg-buildpackage writes next to its source tree.
+PKG_BUILD ?= build/packages
+PKG_VERSION = $(shell sed -n 's/^version = //p' setup.cfg)
+
+$(PKG_BUILD)/src: FORCE
+	rm -rf $(PKG_BUILD)/src && mkdir -p $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION)
+	git ls-files -z --cached --others --exclude-standard | \
+		xargs -0 cp -P --parents -t $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION)
+
+deb: $(PKG_BUILD)/src
+	cd $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION) && dpkg-buildpackage -b -us -uc
+	cp $(PKG_BUILD)/src/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb $(PKG_BUILD)/
+	lintian --info $(PKG_BUILD)/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb
+
+rpm: $(PKG_BUILD)/src
+	tar -C $(PKG_BUILD)/src -czf $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION).tar.gz \
+		qubes-netvm-hotplug-$(PKG_VERSION)
+	rpmbuild -bb --nodeps --define '_topdir $(abspath $(PKG_BUILD))/rpmbuild' \
+		--define '_sourcedir $(abspath $(PKG_BUILD))/src' rpm/qubes-netvm-hotplug.spec
+	cp $(PKG_BUILD)/rpmbuild/RPMS/noarch/qubes-netvm-hotplug-$(PKG_VERSION)-*.noarch.rpm $(PKG_BUILD)/
+
+# Root, Debian: the round trip an administrator would make (tests/package/).
+package-test: venv deb
+	sh tests/package/roundtrip.sh $(PKG_BUILD)/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb
+
+FORCE:
 
 clean:
 	rm -rf $(VENV) $(DEB_VENV) build *.egg-info .pytest_cache .hypothesis
