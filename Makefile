@@ -43,12 +43,15 @@ all: venv
 
 # The venv sees the distribution's site-packages: the libnftables binding
 # (python3-nftables) must match the system's libnftables and comes from there.
+# editable_mode=compat puts the work tree on sys.path ahead of the
+# distribution's directory: with the default (an import hook consulted after
+# it), an installed qubes-netvm-hotplug package would shadow the work tree.
 # pyroute2 is upgraded to the newest release even when the distribution's
 # (python3-pyroute2) would satisfy setup.cfg: this venv tests the top of the
 # supported range, DEB_VENV the bottom.
 $(VENV)/.stamp: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
 	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pyroute2
 	touch $@
 
@@ -58,7 +61,8 @@ $(VENV)/.stamp: setup.cfg pyproject.toml
 DEB_VENV ?= .venv-deb
 $(DEB_VENV)/.stamp: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(DEB_VENV)
-	$(DEB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(DEB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . \
+		--config-settings editable_mode=compat
 	$(DEB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
 		'pytest >= 8' 'pytest-mock >= 3.12' 'hypothesis >= 6.100'
 	touch $@
