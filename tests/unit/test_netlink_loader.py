@@ -30,8 +30,11 @@ facts = {}
 package = sys.modules["pyroute2"]
 facts["stand_in"] = isinstance(package, _pyroute2._LazyPackage)
 facts["init_ran"] = bool(getattr(type(package), "_full_loaded", True))
+# pyroute2.config: on 0.7 its import asks platform.uname(), which runs
+# `uname -p` in a child process; nlsocket imports it.
 facts["heavy"] = sorted(m for m in sys.modules if m.startswith(
-    ("asyncio", "pyroute2.iproute", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.netlink.rtnl")))
+    ("asyncio", "subprocess", "pyroute2.iproute", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.netlink.rtnl",
+     "pyroute2.config", "pyroute2.netlink.nlsocket")))
 
 import pyroute2.netlink as netlink
 from pyroute2.netlink.nfnetlink import nfgen_msg
