@@ -41,7 +41,7 @@ for p in $PKG $FAKES; do
     fi
 done
 for path in $PATHS; do
-    [ ! -e "$path" ] && [ ! -L "$path" ] || fail "$path exists already"
+    if [ -e "$path" ] || [ -L "$path" ]; then fail "$path exists already"; fi
 done
 
 WORK=$(mktemp -d /tmp/qubes-netvm-hotplug-roundtrip.XXXXXX)
@@ -196,7 +196,7 @@ apt-get purge -y $PKG
 ! installed $PKG || fail "$PKG still installed"
 [ "$(our_diversions)" -eq 0 ] || fail "diversions of $PKG left"
 for path in $PATHS; do
-    [ -f "$path" ] && [ ! -L "$path" ] || fail "$path is not the original file again"
+    if [ ! -f "$path" ] || [ -L "$path" ]; then fail "$path is not the original file again"; fi
     [ ! -e "$path.qubes-orig" ] || fail "$path.qubes-orig left behind"
 done
 [ "$(sums_of "")" = "$NEW_SUMS" ] || fail "the originals are not back byte for byte"
