@@ -185,6 +185,16 @@ def test_rpm_scriptlets_take_over_and_give_back(built: Path, tmp_path: Path) -> 
         assert Path(f"{root}{path}").read_text() == f"ours {program}"
         assert Path(f"{root}{path}.qubes-orig").read_text() == f"qubes 2 {path}"
 
+    for path in QUBES_PATHS:  # theirs erased: rpm removes what is at its paths...
+        Path(f"{root}{path}").unlink()
+    sh("triggerpostun", "1", "0")  # ...the trigger drops their leftover and relinks ours
+    for path, program in zip(QUBES_PATHS, PROGRAMS):
+        assert Path(f"{root}{path}").read_text() == f"ours {program}"
+        assert not Path(f"{root}{path}.qubes-orig").exists()
+    for path in QUBES_PATHS:  # and installed again
+        original(path, f"qubes 2 {path}")
+    sh("triggerin", "1", "1")
+
     sh("postuninstall", "1")  # an upgrade's erase of the old version of ours
     assert Path(f"{root}{QUBES_PATHS[0]}").is_symlink()
     for program in PROGRAMS:
