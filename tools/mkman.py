@@ -94,12 +94,13 @@ PAGES: dict[str, Extra] = {
             ("systemctl enable --now qubes-setup-dnat-to-ns-watch.service",
              "follow DNS changes of uplinks NetworkManager does not manage"),
         ),
-        see_also=("vif-route-qubes(8)", "nft(8)", "resolv.conf(5)", "systemd-resolved(8)", "NetworkManager-dispatcher(8)"),
+        see_also=("vif-route-qubes(8)", "nft(8)", "resolv.conf(5)", "systemd-resolved(8)",
+                  "NetworkManager-dispatcher(8)"),
     ),
 }
 
 
-class _Captured(Exception):
+class _CapturedError(Exception):
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         super().__init__(parser.prog)
         self.parser = parser
@@ -110,7 +111,7 @@ def _intercept() -> Iterator[None]:
     original = argparse.ArgumentParser.parse_args
 
     def capture(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> argparse.Namespace:
-        raise _Captured(self)
+        raise _CapturedError(self)
 
     argparse.ArgumentParser.parse_args = capture  # type: ignore[assignment, method-assign]
     try:
@@ -125,7 +126,7 @@ def parser_of(module_name: str) -> argparse.ArgumentParser:
     with _intercept():
         try:
             module.parse_args(["--help"])
-        except _Captured as captured:
+        except _CapturedError as captured:
             return captured.parser
     raise RuntimeError(f"{module_name}.parse_args built no ArgumentParser")
 
@@ -217,7 +218,8 @@ def render(program: str, parser: argparse.ArgumentParser, extra: Extra) -> str:
     out.append(".SH EXAMPLES")
     for command, text in extra.examples:
         out += [".PP", _esc(text) + ":", ".PP", ".RS", ".nf", _esc(command), ".fi", ".RE"]
-    out += [".SH SEE ALSO", ",\n".join(f"\\fB{_esc(ref.split('(')[0])}\\fR({ref.split('(')[1]}" for ref in extra.see_also)]
+    refs = [ref.split("(", 1) for ref in extra.see_also]
+    out += [".SH SEE ALSO", ",\n".join(f"\\fB{_esc(name)}\\fR({section}" for name, section in refs)]
     return "\n".join(out) + "\n"
 
 

@@ -90,7 +90,7 @@ def test_deb_installs_what_make_install_does(built: Path) -> None:
     assert not [n for n in entries if "qubes_netsim" in n or "/tests/" in n or n.endswith(".pyc")]
     for program in PROGRAMS:
         assert entries[f"/usr/lib/{PKG}/{program}"][0] == "-rwxr-xr-x", program
-    for path, program in zip(QUBES_PATHS, PROGRAMS):
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
         mode, target = entries[path]
         assert mode.startswith("l") and target and target.endswith(f"{PKG}/{program}"), path
     for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules",
@@ -145,7 +145,7 @@ def scriptlets(built: Path, root: Path) -> dict[str, str]:
     """The RPM's scriptlets by name, with every absolute path moved under root."""
     text = run("rpm", "-qp", "--scripts", "--triggers", str(rpm(built)))
     parts = re.split(r"^(\w+) scriptlet \(using /bin/sh\)(?: -- .*)?:?$", text, flags=re.MULTILINE)
-    scripts = dict(zip(parts[1::2], parts[2::2]))
+    scripts = dict(zip(parts[1::2], parts[2::2], strict=True))
     for prefix in ("/etc/", "/usr/lib/"):
         scripts = {k: v.replace(prefix, f"{root}{prefix}") for k, v in scripts.items()}
     return scripts
@@ -172,7 +172,7 @@ def test_rpm_scriptlets_take_over_and_give_back(built: Path, tmp_path: Path) -> 
         original(path, f"qubes 1 {path}")
 
     sh("posttrans")  # ours installed
-    for path, program in zip(QUBES_PATHS, PROGRAMS):
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
         assert Path(f"{root}{path}").read_text() == f"ours {program}"
         assert Path(f"{root}{path}.qubes-orig").read_text() == f"qubes 1 {path}"
     sh("posttrans")  # an upgrade of ours: nothing moves twice
@@ -181,14 +181,14 @@ def test_rpm_scriptlets_take_over_and_give_back(built: Path, tmp_path: Path) -> 
     for path in QUBES_PATHS:  # an upgrade of theirs writes its files...
         original(path, f"qubes 2 {path}")
     sh("triggerin", "1", "2")  # ...and the trigger puts ours back
-    for path, program in zip(QUBES_PATHS, PROGRAMS):
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
         assert Path(f"{root}{path}").read_text() == f"ours {program}"
         assert Path(f"{root}{path}.qubes-orig").read_text() == f"qubes 2 {path}"
 
     for path in QUBES_PATHS:  # theirs erased: rpm removes what is at its paths...
         Path(f"{root}{path}").unlink()
     sh("triggerpostun", "1", "0")  # ...the trigger drops their leftover and relinks ours
-    for path, program in zip(QUBES_PATHS, PROGRAMS):
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
         assert Path(f"{root}{path}").read_text() == f"ours {program}"
         assert not Path(f"{root}{path}.qubes-orig").exists()
     for path in QUBES_PATHS:  # and installed again

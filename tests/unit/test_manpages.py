@@ -9,17 +9,30 @@ new option can leave the page behind.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+from types import ModuleType
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import mkman
+
+
+def _load_mkman() -> ModuleType:
+    """tools/mkman.py, which is a script, not a package module."""
+    spec = importlib.util.spec_from_file_location("mkman", os.path.join(REPO, "tools", "mkman.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mkman"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+mkman = _load_mkman()
 
 PROGRAMS = sorted(mkman.PAGES)
 OPTION = re.compile(r"(?<![\w\\-])(--?[A-Za-z][A-Za-z0-9-]*)")

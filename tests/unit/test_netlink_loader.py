@@ -79,7 +79,8 @@ print("transparent", IPRoute.__name__, callable(IPRoute))
 
 @pytest.fixture(scope="module")
 def layout() -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-c", LAYOUT_PROBE], check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", LAYOUT_PROBE], check=False, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     facts: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
     return facts
@@ -116,6 +117,7 @@ def test_full_ifinfmsg_still_builds_a_veth_pair(layout: dict[str, Any]) -> None:
 
 @pytest.mark.subprocess
 def test_full_pyroute2_is_still_importable_afterwards() -> None:
-    result = subprocess.run([sys.executable, "-c", CHECK_TRANSPARENT], check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", CHECK_TRANSPARENT], check=False, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     assert "transparent IPRoute True" in result.stdout

@@ -30,13 +30,13 @@ import pytest
 # pyroute2's full classes, imported while the module is collected: pyroute2
 # 0.7's config module asks platform.uname() at import, which starts a process,
 # and unit tests refuse processes (tests/unit/conftest.py).
-from pyroute2.netlink import NLA_F_NESTED, nla  # type: ignore[import-untyped]
-from pyroute2.netlink.nfnetlink import nfgen_msg  # type: ignore[import-untyped]
-from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg  # type: ignore[import-untyped]
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # type: ignore[import-untyped]
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # type: ignore[import-untyped]
-from pyroute2.netlink.rtnl.ndmsg import ndmsg  # type: ignore[import-untyped]
-from pyroute2.netlink.rtnl.rtmsg import rtmsg  # type: ignore[import-untyped]
+from pyroute2.netlink import NLA_F_NESTED, nla  # type: ignore[import-untyped, unused-ignore]
+from pyroute2.netlink.nfnetlink import nfgen_msg  # type: ignore[import-untyped, unused-ignore]
+from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg  # type: ignore[import-untyped, unused-ignore]
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # type: ignore[import-untyped, unused-ignore]
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # type: ignore[import-untyped, unused-ignore]
+from pyroute2.netlink.rtnl.ndmsg import ndmsg  # type: ignore[import-untyped, unused-ignore]
+from pyroute2.netlink.rtnl.rtmsg import rtmsg  # type: ignore[import-untyped, unused-ignore]
 
 from qubesnet.netlink import ctnl, messages
 
@@ -140,30 +140,30 @@ def _conntrack_class(proto_flags: int) -> type[nfgen_msg]:
     ``proto_flags`` on CTA_TUPLE_PROTO. New classes on each call: pyroute2
     compiles an nla_map once per class and subclasses inherit the result."""
 
-    class cta_ip(nla):  # type: ignore[misc]
+    class CtaIp(nla):  # type: ignore[misc, unused-ignore]
         nla_flags = NLA_F_NESTED
         nla_map = nfct_msg.cta_tuple.cta_ip.nla_map
 
-    class cta_proto(nla):  # type: ignore[misc]
+    class CtaProto(nla):  # type: ignore[misc, unused-ignore]
         nla_flags = proto_flags
         nla_map = nfct_msg.cta_tuple.cta_proto.nla_map
 
-    class cta_tuple(nla):  # type: ignore[misc]
+    class CtaTuple(nla):  # type: ignore[misc, unused-ignore]
         nla_flags = NLA_F_NESTED
         nla_map = nfct_msg.cta_tuple.nla_map
 
-    cta_tuple.cta_ip = cta_ip
-    cta_tuple.cta_proto = cta_proto
+    CtaTuple.cta_ip = CtaIp  # pyroute2 finds nested classes by the names in nla_map
+    CtaTuple.cta_proto = CtaProto
 
-    class message(nfgen_msg):  # type: ignore[misc]
+    class Message(nfgen_msg):  # type: ignore[misc, unused-ignore]
         prefix = nfct_msg.prefix
         nla_map = nfct_msg.nla_map
 
     for *_, kind in nfct_msg.nla_map:  # the other nests, unchanged
         if isinstance(getattr(nfct_msg, kind, None), type):
-            setattr(message, kind, getattr(nfct_msg, kind))
-    message.cta_tuple = cta_tuple
-    return message
+            setattr(Message, kind, getattr(nfct_msg, kind))
+    Message.cta_tuple = CtaTuple
+    return Message
 
 
 # What a dump delivers, and what ct_msg must send back from it: the same,
