@@ -3,7 +3,9 @@
 #   make deps          Debian packages (root): see scripts/bootstrap.sh
 #   make venv          .venv with the project and its test tools installed
 #   make lint          ruff and mypy (zero findings; make test runs it first)
-#   make test          lint, then the whole test suite (needs root: network namespaces)
+#   make test          lint, then the whole test suite (needs root: network
+#                      namespaces), on the newest pyroute2 from PyPI
+#   make test-debian-pyroute2  the same suite on Debian's python3-pyroute2
 #   make unit          the tests that need neither root nor namespaces
 #   make demo          the main job in the simulated environment
 #   make reliability   bad inputs, faults, load, soak, security at full size
@@ -11,6 +13,10 @@
 #   make mutation      hand-picked mutants of the vif core, each must be killed
 #                      by the unit or the namespace tier (root; not in make test)
 #   make install DESTDIR=... PREFIX=/usr
+#   make deb           the Debian package, checked by lintian (build/packages/)
+#   make rpm           the RPM package (build/packages/)
+#   make package-test  install the .deb for real, run the namespace tier on
+#                      it, purge it (root; changes the system: not in make test)
 
 PYTHON ?= /usr/bin/python3
 VENV ?= .venv
@@ -24,22 +30,48 @@ PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
 XEN_SCRIPTS_DIR ?= $(SYSCONFDIR)/xen/scripts
 QUBES_LIBDIR ?= $(PREFIX)/lib/qubes
 NM_DISPATCHER_DIR ?= $(SYSCONFDIR)/NetworkManager/dispatcher.d
+# The three programs themselves; the paths Qubes uses are symlinks to them.
+PKG_LIBDIR ?= $(PREFIX)/lib/qubes-netvm-hotplug
 UDEV_RULES_DIR ?= $(PREFIX)/lib/udev/rules.d
 SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+MAN8DIR ?= $(PREFIX)/share/man/man8
+MANPAGES = vif-route-qubes.8 qubes-setup-dnat-to-ns.8
+# Generated, never committed (see tools/mkman.py).
+MAN_BUILD ?= build/man
 RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
 # The units that (re)load the netvm's base ruleset: each gets a drop-in that
 # runs qubes-vif-reconcile.service afterwards.
 RECONCILE_DROPINS = qubes-antispoof.service qubes-iptables.service nftables.service
 
-.PHONY: all deps venv lint test unit demo reliability bench mutation clean install install-deps uninstall
+.PHONY: all deps venv lint test test-debian-pyroute2 unit demo reliability bench mutation clean install uninstall \
+	man deb rpm package-test
 
 all: venv
 
 # The venv sees the distribution's site-packages: the libnftables binding
 # (python3-nftables) must match the system's libnftables and comes from there.
+# editable_mode=compat puts the work tree on sys.path ahead of the
+# distribution's directory: with the default (an import hook consulted after
+# it), an installed qubes-netvm-hotplug package would shadow the work tree.
+# pyroute2 is upgraded to the newest release even when the distribution's
+# (python3-pyroute2) would satisfy setup.cfg: this venv tests the top of the
+# supported range, DEB_VENV the bottom.
 $(VENV)/.stamp: setup.cfg pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pyroute2
+	touch $@
+
+# The same suite on the distribution's pyroute2 (Debian 12: 0.7.2) and
+# jeepney: the project is installed without dependencies (pip installs no
+# pyroute2 here), only the test tools come from PyPI.
+DEB_VENV ?= .venv-deb
+$(DEB_VENV)/.stamp: setup.cfg pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(DEB_VENV)
+	$(DEB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . \
+		--config-settings editable_mode=compat
+	$(DEB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		'pytest >= 8' 'pytest-mock >= 3.12' 'hypothesis >= 6.100'
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -58,6 +90,14 @@ lint: venv
 # namespace tests here" into a failure, never a silent skip.
 test: lint
 	QUBES_REQUIRE_NETNS=1 $(VPY) -m pytest $(PYTEST_ARGS)
+
+# Fails when pyroute2 in DEB_VENV is not the distribution's package.
+test-debian-pyroute2: $(DEB_VENV)/.stamp
+	$(DEB_VENV)/bin/python -c 'import importlib.util as u, sys; \
+		o = u.find_spec("pyroute2").origin; print("pyroute2 from", o); \
+		sys.exit(not o.startswith("/usr/lib/python3/dist-packages/"))'
+	dpkg-query -W python3-pyroute2
+	QUBES_REQUIRE_NETNS=1 $(DEB_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(VPY) -m pytest -m 'not netns' $(PYTEST_ARGS)
@@ -93,9 +133,14 @@ bench: venv
 		--reference-bin $(abspath $(BENCH_VENV))/refbin
 
 # The runtime packages (not the simulator, not the tests) and the entry
-# points at the paths Qubes uses. Dependencies: python3-nftables and
-# python3-jeepney from the distribution, pyroute2 0.9.7 (make install-deps).
-install:
+# points at the paths Qubes uses. Dependencies come from the distribution:
+# python3-pyroute2 (>= 0.7.2), python3-nftables, python3-jeepney (the
+# Debian and RPM packages declare them: debian/control, rpm/).
+# The manual pages, from the entry points' argument parsers (tools/mkman.py).
+man:
+	PYTHONPATH=$(CURDIR) $(PYTHON) -B tools/mkman.py $(MAN_BUILD)
+
+install: man
 	for pkg in $(RUNTIME_PACKAGES); do \
 		install -d -m 0755 $(DESTDIR)$(PYTHONDIR)/$$pkg && \
 		install -m 0644 $$pkg/*.py $(DESTDIR)$(PYTHONDIR)/$$pkg/ || exit 1; \
@@ -106,11 +151,21 @@ install:
 	for pkg in $(RUNTIME_PACKAGES); do \
 		$(PYTHON) -m compileall -q -d $(PYTHONDIR)/$$pkg $(DESTDIR)$(PYTHONDIR)/$$pkg || exit 1; \
 	done
-	install -d -m 0755 $(DESTDIR)$(XEN_SCRIPTS_DIR) $(DESTDIR)$(QUBES_LIBDIR)
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/vif-route-qubes > $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
-	chmod 0755 $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
-	install -D -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
+	# The programs live in PKG_LIBDIR; the paths Qubes uses (owned there by
+	# qubes-core-agent-networking and -network-manager) are symlinks to
+	# them. A package takes those paths over by diverting the originals
+	# (debian/) or by scriptlets (rpm/): with symlinks, nothing of ours under
+	# /etc is a conffile that dpkg would keep after a remove, on top of the
+	# original it has to put back.
+	install -d -m 0755 $(DESTDIR)$(PKG_LIBDIR) $(DESTDIR)$(XEN_SCRIPTS_DIR) $(DESTDIR)$(QUBES_LIBDIR) \
+		$(DESTDIR)$(NM_DISPATCHER_DIR)
+	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/vif-route-qubes > $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes
+	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
+	install -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(PKG_LIBDIR)/qubes-nmhook
+	chmod 0755 $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
+	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
+	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns $(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns
+	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/qubes-nmhook $(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook
 	install -D -m 0644 udev/90-qubes-vif-route.rules $(DESTDIR)$(UDEV_RULES_DIR)/90-qubes-vif-route.rules
 	install -D -m 0644 systemd/qubes-setup-dnat-to-ns-watch.service \
 		$(DESTDIR)$(SYSTEMD_UNIT_DIR)/qubes-setup-dnat-to-ns-watch.service
@@ -121,12 +176,12 @@ install:
 		install -D -m 0644 systemd/$$unit.d/50-qubes-vif-reconcile.conf \
 			$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit.d/50-qubes-vif-reconcile.conf || exit 1; \
 	done
-
-install-deps: venv
-	$(VPY) -m pip install --quiet --no-deps --target $(DESTDIR)$(PYTHONDIR) pyroute2==0.9.7
+	install -d -m 0755 $(DESTDIR)$(MAN8DIR)
+	for page in $(MANPAGES); do install -m 0644 $(MAN_BUILD)/$$page $(DESTDIR)$(MAN8DIR)/ || exit 1; done
 
 uninstall:
 	for pkg in $(RUNTIME_PACKAGES); do rm -rf $(DESTDIR)$(PYTHONDIR)/$$pkg; done
+	rm -rf $(DESTDIR)$(PKG_LIBDIR)
 	rm -f $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes \
 		$(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns \
 		$(DESTDIR)$(NM_DISPATCHER_DIR)/qubes-nmhook \
@@ -137,7 +192,36 @@ uninstall:
 	for unit in $(RECONCILE_DROPINS); do \
 		rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$unit.d/50-qubes-vif-reconcile.conf; \
 	done
+	for page in $(MANPAGES); do rm -f $(DESTDIR)$(MAN8DIR)/$$page; done
+
+# Packages are built from a copy of the tracked (and new, not ignored) files,
+# never in the work tree: dpkg-buildpackage writes next to its source tree.
+PKG_BUILD ?= build/packages
+PKG_VERSION = $(shell sed -n 's/^version = //p' setup.cfg)
+
+$(PKG_BUILD)/src: FORCE
+	rm -rf $(PKG_BUILD)/src && mkdir -p $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION)
+	git ls-files -z --cached --others --exclude-standard | \
+		xargs -0 cp -P --parents -t $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION)
+
+deb: $(PKG_BUILD)/src
+	cd $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION) && dpkg-buildpackage -b -us -uc
+	cp $(PKG_BUILD)/src/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb $(PKG_BUILD)/
+	lintian --info $(PKG_BUILD)/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb
+
+rpm: $(PKG_BUILD)/src
+	tar -C $(PKG_BUILD)/src -czf $(PKG_BUILD)/src/qubes-netvm-hotplug-$(PKG_VERSION).tar.gz \
+		qubes-netvm-hotplug-$(PKG_VERSION)
+	rpmbuild -bb --nodeps --define '_topdir $(abspath $(PKG_BUILD))/rpmbuild' \
+		--define '_sourcedir $(abspath $(PKG_BUILD))/src' rpm/qubes-netvm-hotplug.spec
+	cp $(PKG_BUILD)/rpmbuild/RPMS/noarch/qubes-netvm-hotplug-$(PKG_VERSION)-*.noarch.rpm $(PKG_BUILD)/
+
+# Root, Debian: the round trip an administrator would make (tests/package/).
+package-test: venv deb
+	sh tests/package/roundtrip.sh $(PKG_BUILD)/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb
+
+FORCE:
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DEB_VENV) build *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +

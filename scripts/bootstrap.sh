@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install the Debian packages this project needs to build, run and test.
-# Run as root on Debian 12 (bookworm) or later.
+# Run as root on Debian 12 (bookworm) or later. python3-pyroute2 and
+# python3-jeepney: the distribution's libraries that make test-debian-pyroute2
+# and the packages use; debhelper ... rpm: to build and check the packages.
 set -eu
 
 PACKAGES="make python3 python3-venv
@@ -8,7 +10,9 @@ nftables libnftables1 python3-nftables
 iproute2 iputils-ping conntrack util-linux procps
 xenstore-utils dnsmasq-base dnsutils dbus-daemon
 time hyperfine gcc libc6-dev python3-dbus
-network-manager"
+network-manager
+python3-pyroute2 python3-jeepney
+debhelper dh-python dpkg-dev fakeroot lintian rpm man-db"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2

@@ -6,7 +6,7 @@ them loads the rtnl package (route-table name files, dataclasses, pathlib)
 and every link-kind plugin: a third of a hotplug's run time. These
 declarations carry only the fields and attributes used here; their layout is
 the kernel's (linux/rtnetlink.h, linux/if_link.h, linux/neighbour.h,
-linux/if_addr.h). tests/unit/test_netlink_messages.py checks them against
+linux/if_addr.h). tests/unit/test_netlink_messages.py checks them byte for byte against
 pyroute2's full classes.
 """
 

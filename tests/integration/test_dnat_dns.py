@@ -21,6 +21,16 @@ ANSWER_A, ANSWER_B = "192.0.2.1", "192.0.2.2"  # what each server says who.test 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def dispatcher_hook() -> str:
+    """The hook under test: the one in QUBES_NETSIM_BIN when that directory
+    has it (tests/package/roundtrip.sh links the installed hook there), else
+    the source tree's."""
+    installed = os.path.join(os.environ.get("QUBES_NETSIM_BIN", ""), "qubes-nmhook")
+    if os.environ.get("QUBES_NETSIM_BIN") and os.path.exists(installed):
+        return installed
+    return os.path.join(REPO, "dispatcher", "qubes-nmhook")
+
+
 @pytest.fixture
 def dns(sim: SimNetvm) -> Iterator[tuple[SimNetvm, Client]]:
     sim.start_dns({"who.test": ANSWER_A}, SERVER_A)
@@ -195,7 +205,7 @@ def test_dispatcher_follows_an_upstream_change(dns: tuple[SimNetvm, Client]) -> 
         handle.write("#!/bin/sh\nexec " + " ".join(sim.dnat_argv()) + ' "$@"\n')
     os.chmod(wrapper, stat.S_IRWXU)
     env = env_with_fakes(sim) | {"QUBES_SETUP_DNAT_TO_NS": wrapper}
-    hook = [os.path.join(REPO, "dispatcher", "qubes-nmhook"), "eth0"]
+    hook = [dispatcher_hook(), "eth0"]
 
     sim.write_resolv_conf(f"nameserver {SERVER_A}\n")
     assert sim.netvm.run(hook + ["up"], env=env).returncode == 0

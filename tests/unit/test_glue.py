@@ -171,6 +171,9 @@ def test_dispatcher_works_without_path(tmp_path: object) -> None:
 
 
 EXPECTED = {
+    "usr/lib/qubes-netvm-hotplug/vif-route-qubes": 0o755,
+    "usr/lib/qubes-netvm-hotplug/qubes-setup-dnat-to-ns": 0o755,
+    "usr/lib/qubes-netvm-hotplug/qubes-nmhook": 0o755,
     "etc/xen/scripts/vif-route-qubes": 0o755,
     "usr/lib/qubes/qubes-setup-dnat-to-ns": 0o755,
     "etc/NetworkManager/dispatcher.d/qubes-nmhook": 0o755,
@@ -184,7 +187,16 @@ EXPECTED = {
     "usr/lib/python3/dist-packages/vif_route_qubes/cli.py": 0o644,
     "usr/lib/python3/dist-packages/setup_dnat_to_ns/cli.py": 0o644,
     "usr/lib/python3/dist-packages/qubesnet/netlink/rtnl.py": 0o644,
+    "usr/share/man/man8/vif-route-qubes.8": 0o644,
+    "usr/share/man/man8/qubes-setup-dnat-to-ns.8": 0o644,
 }
+
+
+QUBES_PATHS = (
+    "etc/xen/scripts/vif-route-qubes",
+    "usr/lib/qubes/qubes-setup-dnat-to-ns",
+    "etc/NetworkManager/dispatcher.d/qubes-nmhook",
+)
 
 
 @pytest.mark.subprocess
@@ -198,6 +210,12 @@ def test_make_install_and_uninstall(tmp_path: object) -> None:
         assert stat.S_IMODE(os.stat(full).st_mode) == mode, path
         # NetworkManager refuses dispatcher scripts writable by group or others.
         assert not os.stat(full).st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
+    # The paths Qubes uses are relative symlinks into the package's directory
+    # (so that they resolve inside DESTDIR too, and are no conffiles).
+    for path in QUBES_PATHS:
+        full = os.path.join(dest, path)
+        assert os.path.islink(full) and not os.path.isabs(os.readlink(full)), path
+        assert os.path.realpath(full) == os.path.join(dest, "usr/lib/qubes-netvm-hotplug", os.path.basename(path))
     assert not os.path.exists(os.path.join(dest, "usr/lib/python3/dist-packages/qubes_netsim")), "no simulator"
     with open(os.path.join(dest, "etc/xen/scripts/vif-route-qubes")) as handle:
         script = handle.read()
@@ -213,5 +231,6 @@ def test_make_install_and_uninstall(tmp_path: object) -> None:
         assert result.returncode == 0 and "exit status" in result.stdout, result.stderr
 
     assert subprocess.run(make + ["uninstall"], check=False, capture_output=True, timeout=60).returncode == 0
-    leftovers = [os.path.join(r, f) for r, _, files in os.walk(dest) for f in files]
+    leftovers = [os.path.join(r, f) for r, dirs, files in os.walk(dest) for f in files + dirs
+                 if not os.path.isdir(os.path.join(r, f)) or os.path.islink(os.path.join(r, f))]
     assert leftovers == []

@@ -1,0 +1,206 @@
+"""Both packages build from the tree, with the layout, dependencies and takeover intended.
+
+`make deb` (dpkg-buildpackage, then lintian, which fails the target on any
+error) and `make rpm` (rpmbuild -bb --nodeps) run into a temporary
+directory; their file lists, dependencies and scripts are read back with
+dpkg-deb and rpm -qp. The RPM scriptlets that take the Qubes paths over are
+run in a scratch directory standing in for /. Installing the .deb for real
+is tests/package/roundtrip.sh (make package-test).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PKG = "qubes-netvm-hotplug"
+QUBES_PATHS = (
+    "/etc/xen/scripts/vif-route-qubes",
+    "/usr/lib/qubes/qubes-setup-dnat-to-ns",
+    "/etc/NetworkManager/dispatcher.d/qubes-nmhook",
+)
+PROGRAMS = ("vif-route-qubes", "qubes-setup-dnat-to-ns", "qubes-nmhook")
+RUNTIME_PACKAGES = ("qubesnet", "vif_route_qubes", "setup_dnat_to_ns")
+DEPENDENCIES = ("python3-pyroute2", "python3-nftables", "python3-jeepney")
+
+
+def version() -> str:
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    return config["metadata"]["version"]
+
+
+def run(*argv: str, cwd: Path = REPO) -> str:
+    result = subprocess.run(argv, cwd=cwd, check=False, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(argv)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def source_modules() -> set[str]:
+    """package/module.py paths of the runtime packages, as in the tree."""
+    return {str(p.relative_to(REPO)) for pkg in RUNTIME_PACKAGES for p in (REPO / pkg).rglob("*.py")}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    out = tmp_path_factory.mktemp("packages")
+    run("make", "--no-print-directory", f"PKG_BUILD={out}", "deb", "rpm")
+    yield out
+
+
+def test_versions_agree() -> None:
+    changelog = run("dpkg-parsechangelog", "-S", "Version")
+    spec = (REPO / "rpm" / f"{PKG}.spec").read_text()
+    spec_version = re.search(r"^Version:\s*(\S+)$", spec, flags=re.MULTILINE)
+    assert spec_version
+    assert changelog.strip() == spec_version.group(1) == version()
+
+
+# --- the .deb ----------------------------------------------------------------
+
+
+def deb(built: Path) -> Path:
+    return built / f"{PKG}_{version()}_all.deb"
+
+
+def test_deb_depends_on_the_distributions_libraries(built: Path) -> None:
+    depends = run("dpkg-deb", "-f", str(deb(built)), "Depends")
+    assert "python3-pyroute2 (>= 0.7.2)" in depends
+    for name in DEPENDENCIES:
+        assert re.search(rf"(^|, ){re.escape(name)}( |,|$)", depends.strip()), name
+    assert run("dpkg-deb", "-f", str(deb(built)), "Architecture").strip() == "all"
+
+
+def test_deb_installs_what_make_install_does(built: Path) -> None:
+    listing = run("dpkg-deb", "-c", str(deb(built)))
+    entries = {}
+    for line in listing.splitlines():
+        fields = line.split(None, 5)
+        name = fields[5].removeprefix(".").split(" -> ")[0].rstrip("/")
+        entries[name] = (fields[0], fields[5].split(" -> ")[1] if " -> " in fields[5] else None)
+    site = "/usr/lib/python3/dist-packages"
+    assert {n.removeprefix(site + "/") for n in entries if n.startswith(site) and n.endswith(".py")} == source_modules()
+    assert not [n for n in entries if "qubes_netsim" in n or "/tests/" in n or n.endswith(".pyc")]
+    for program in PROGRAMS:
+        assert entries[f"/usr/lib/{PKG}/{program}"][0] == "-rwxr-xr-x", program
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
+        mode, target = entries[path]
+        assert mode.startswith("l") and target and target.endswith(f"{PKG}/{program}"), path
+    for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules",
+                 "/usr/lib/systemd/system/qubes-setup-dnat-to-ns-watch.service",
+                 "/usr/share/man/man8/vif-route-qubes.8.gz", "/usr/share/man/man8/qubes-setup-dnat-to-ns.8.gz"):
+        assert entries[name][0] == "-rw-r--r--", name
+
+
+def test_deb_diverts_the_qubes_paths_and_gives_them_back(built: Path, tmp_path: Path) -> None:
+    run("dpkg-deb", "-e", str(deb(built)), str(tmp_path / "control"))
+    preinst = (tmp_path / "control" / "preinst").read_text()
+    postrm = (tmp_path / "control" / "postrm").read_text()
+    for path in QUBES_PATHS:
+        assert re.search(rf"^\s+divert {re.escape(path)}$", preinst, flags=re.MULTILINE), path
+        assert re.search(rf"^\s+undivert {re.escape(path)}$", postrm, flags=re.MULTILINE), path
+    assert f"--package {PKG} --add --rename" in preinst
+    assert f"--package {PKG} --remove --rename" in postrm
+    assert not (tmp_path / "control" / "conffiles").exists(), "nothing of ours is a conffile"
+
+
+# --- the RPM -------------------------------------------------------------------
+
+
+def rpm(built: Path) -> Path:
+    return built / f"{PKG}-{version()}-1.noarch.rpm"
+
+
+def test_rpm_file_list(built: Path) -> None:
+    files = set(run("rpm", "-qlp", str(rpm(built))).split())
+    site = next(f for f in files if f.endswith("/site-packages/qubesnet")).removesuffix("/qubesnet")
+    assert re.fullmatch(r"/usr/lib/python3\.\d+/site-packages", site)
+    assert {f.removeprefix(site + "/") for f in files if f.startswith(site) and f.endswith(".py")} == source_modules()
+    for module in source_modules():  # byte code compiled at build time, as Fedora ships it
+        pkg, _, name = module.rpartition("/")
+        assert any(f.startswith(f"{site}/{pkg}/__pycache__/{name[:-3]}.cpython-") for f in files), module
+    others = {f for f in files if not f.startswith(site)}
+    assert others == {
+        f"/usr/lib/{PKG}", *(f"/usr/lib/{PKG}/{p}" for p in PROGRAMS),
+        "/usr/lib/udev/rules.d/90-qubes-vif-route.rules",
+        "/usr/lib/systemd/system/qubes-setup-dnat-to-ns-watch.service",
+        "/usr/share/man/man8/vif-route-qubes.8", "/usr/share/man/man8/qubes-setup-dnat-to-ns.8",
+    }
+    assert not set(QUBES_PATHS) & files, "the Qubes paths belong to the Qubes packages"
+
+
+def test_rpm_requires_the_distributions_libraries(built: Path) -> None:
+    requires = set(run("rpm", "-qp", "--requires", str(rpm(built))).splitlines())
+    assert {"python3-pyroute2 >= 0.7.2", "python3-nftables", "python3-jeepney", "python3 >= 3.11"} <= requires
+
+
+def scriptlets(built: Path, root: Path) -> dict[str, str]:
+    """The RPM's scriptlets by name, with every absolute path moved under root."""
+    text = run("rpm", "-qp", "--scripts", "--triggers", str(rpm(built)))
+    parts = re.split(r"^(\w+) scriptlet \(using /bin/sh\)(?: -- .*)?:?$", text, flags=re.MULTILINE)
+    scripts = dict(zip(parts[1::2], parts[2::2], strict=True))
+    for prefix in ("/etc/", "/usr/lib/"):
+        scripts = {k: v.replace(prefix, f"{root}{prefix}") for k, v in scripts.items()}
+    return scripts
+
+
+def test_rpm_scriptlets_take_over_and_give_back(built: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    scripts = scriptlets(built, root)
+    assert {"posttrans", "postuninstall", "triggerin", "triggerpostun"} <= set(scripts)
+
+    def sh(name: str, *args: str) -> None:
+        run("sh", "-ec", scripts[name], name, *args)
+
+    def original(path: str, text: str) -> None:
+        full = Path(f"{root}{path}")
+        if full.is_symlink():
+            full.unlink()  # rpm replaces what it finds at a path it owns
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_text(text)
+
+    for program in PROGRAMS:
+        original(f"/usr/lib/{PKG}/{program}", f"ours {program}")
+    for path in QUBES_PATHS:
+        original(path, f"qubes 1 {path}")
+
+    sh("posttrans")  # ours installed
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
+        assert Path(f"{root}{path}").read_text() == f"ours {program}"
+        assert Path(f"{root}{path}.qubes-orig").read_text() == f"qubes 1 {path}"
+    sh("posttrans")  # an upgrade of ours: nothing moves twice
+    assert Path(f"{root}{QUBES_PATHS[0]}.qubes-orig").read_text() == f"qubes 1 {QUBES_PATHS[0]}"
+
+    for path in QUBES_PATHS:  # an upgrade of theirs writes its files...
+        original(path, f"qubes 2 {path}")
+    sh("triggerin", "1", "2")  # ...and the trigger puts ours back
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
+        assert Path(f"{root}{path}").read_text() == f"ours {program}"
+        assert Path(f"{root}{path}.qubes-orig").read_text() == f"qubes 2 {path}"
+
+    for path in QUBES_PATHS:  # theirs erased: rpm removes what is at its paths...
+        Path(f"{root}{path}").unlink()
+    sh("triggerpostun", "1", "0")  # ...the trigger drops their leftover and relinks ours
+    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
+        assert Path(f"{root}{path}").read_text() == f"ours {program}"
+        assert not Path(f"{root}{path}.qubes-orig").exists()
+    for path in QUBES_PATHS:  # and installed again
+        original(path, f"qubes 2 {path}")
+    sh("triggerin", "1", "1")
+
+    sh("postuninstall", "1")  # an upgrade's erase of the old version of ours
+    assert Path(f"{root}{QUBES_PATHS[0]}").is_symlink()
+    for program in PROGRAMS:
+        os.unlink(f"{root}/usr/lib/{PKG}/{program}")
+    sh("postuninstall", "0")  # the last version of ours erased
+    for path in QUBES_PATHS:
+        full = Path(f"{root}{path}")
+        assert not full.is_symlink() and full.read_text() == f"qubes 2 {path}"
+        assert not Path(f"{full}.qubes-orig").exists()
