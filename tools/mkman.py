@@ -10,7 +10,7 @@ program. tests/unit/test_manpages.py checks that every option of --help is
 in the page.
 
 The parser is obtained by calling the module's own ``parse_args`` with
-``--help`` while ``ArgumentParser.parse_args`` is intercepted: the entry
+``--help`` while ``ArgumentParser.parse_args`` (and ``parse_intermixed_args``) is intercepted: the entry
 points need no change for this, and a new option appears in the page the
 next time it is built.
 """
@@ -63,12 +63,21 @@ PAGES: dict[str, Extra] = {
             ("/var/log/xen/xen-hotplug.log", "where messages go besides syslog (facility daemon)"),
             ("/etc/xen/scripts/vif-route-qubes.qubes-orig", ("the script of qubes-core-agent-networking, "
                                                             "moved aside while this package is installed")),
+            ("/usr/lib/systemd/system/qubes-vif-reconcile.service", ("runs reconcile; the drop-ins of "
+                                                                    "qubes-antispoof, qubes-iptables and nftables "
+                                                                    "start it after each (re)load of the ruleset")),
+            ("/usr/lib/systemd/system/qubes-vif-watch.service", "runs watch"),
+            ("/run/xen-hotplug/qubes-vif-route.lock", "the byte-range locks per interface and per client address"),
         ),
         examples=(
             ("vif=vif12.0 XENBUS_PATH=backend/vif/12/0 vif-route-qubes --dry-run online",
              "print what online would do for the VM of domid 12; change nothing"),
             ("vif=vif12.0 XENBUS_PATH=backend/vif/12/0 vif-route-qubes -v offline",
              "tear it down by hand, logging every step"),
+            ("vif-route-qubes status", "when clients have no network: what the kernel holds against what "
+             "XenStore says, per vif, and where the virtual DNS addresses point"),
+            ("vif-route-qubes status --json vif12.0", "the same for one vif, for scripts"),
+            ("vif-route-qubes --dry-run reconcile", "what reconcile would converge and remove, changing nothing"),
         ),
         see_also=("qubes-setup-dnat-to-ns(8)", "xl(1)", "nft(8)", "udev(7)"),
     ),
@@ -109,15 +118,18 @@ class _CapturedError(Exception):
 @contextmanager
 def _intercept() -> Iterator[None]:
     original = argparse.ArgumentParser.parse_args
+    original_intermixed = argparse.ArgumentParser.parse_intermixed_args
 
     def capture(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> argparse.Namespace:
         raise _CapturedError(self)
 
     argparse.ArgumentParser.parse_args = capture  # type: ignore[assignment, method-assign]
+    argparse.ArgumentParser.parse_intermixed_args = capture  # type: ignore[assignment, method-assign]
     try:
         yield
     finally:
         argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+        argparse.ArgumentParser.parse_intermixed_args = original_intermixed  # type: ignore[method-assign]
 
 
 def parser_of(module_name: str) -> argparse.ArgumentParser:

@@ -28,6 +28,10 @@ QUBES_PATHS = (
 )
 PROGRAMS = ("vif-route-qubes", "qubes-setup-dnat-to-ns", "qubes-nmhook")
 RUNTIME_PACKAGES = ("qubesnet", "vif_route_qubes", "setup_dnat_to_ns")
+UNIT_DIR = "/usr/lib/systemd/system"
+DROPIN_DIRS = tuple(f"{UNIT_DIR}/{u}.service.d" for u in ("qubes-antispoof", "qubes-iptables", "nftables"))
+UNITS = (f"{UNIT_DIR}/qubes-setup-dnat-to-ns-watch.service", f"{UNIT_DIR}/qubes-vif-reconcile.service",
+         f"{UNIT_DIR}/qubes-vif-watch.service", *(f"{d}/50-qubes-vif-reconcile.conf" for d in DROPIN_DIRS))
 DEPENDENCIES = ("python3-pyroute2", "python3-nftables", "python3-jeepney")
 
 
@@ -93,8 +97,7 @@ def test_deb_installs_what_make_install_does(built: Path) -> None:
     for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
         mode, target = entries[path]
         assert mode.startswith("l") and target and target.endswith(f"{PKG}/{program}"), path
-    for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules",
-                 "/usr/lib/systemd/system/qubes-setup-dnat-to-ns-watch.service",
+    for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *UNITS,
                  "/usr/share/man/man8/vif-route-qubes.8.gz", "/usr/share/man/man8/qubes-setup-dnat-to-ns.8.gz"):
         assert entries[name][0] == "-rw-r--r--", name
 
@@ -129,8 +132,7 @@ def test_rpm_file_list(built: Path) -> None:
     others = {f for f in files if not f.startswith(site)}
     assert others == {
         f"/usr/lib/{PKG}", *(f"/usr/lib/{PKG}/{p}" for p in PROGRAMS),
-        "/usr/lib/udev/rules.d/90-qubes-vif-route.rules",
-        "/usr/lib/systemd/system/qubes-setup-dnat-to-ns-watch.service",
+        "/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *UNITS, *DROPIN_DIRS,
         "/usr/share/man/man8/vif-route-qubes.8", "/usr/share/man/man8/qubes-setup-dnat-to-ns.8",
     }
     assert not set(QUBES_PATHS) & files, "the Qubes paths belong to the Qubes packages"
