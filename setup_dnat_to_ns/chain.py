@@ -52,25 +52,25 @@ VirtualAddress = IPv4Address | IPv6Address
 Rules = list[list[j.Json]]
 
 
-class Mapping(namedtuple("Mapping", ("virtual", "upstream"))):
+class Translation(namedtuple("Translation", ("virtual", "upstream"))):
     """virtual: IPv4Address | IPv6Address; upstream: Upstream, or None when
     DNS to this virtual address is refused."""
 
     __slots__ = ()
 
 
-def plan_mapping(virtual: list[Any], upstreams: list[Upstream]) -> list[Mapping]:
+def plan_mapping(virtual: list[Any], upstreams: list[Upstream]) -> list[Translation]:
     """Pair virtual addresses with upstreams in order, cycling the upstreams.
 
     With one upstream, both virtual addresses go to it (never one left
     untranslated, which would leak queries to the virtual address upstream).
     """
     if not upstreams:
-        return [Mapping(v, None) for v in virtual]
-    return [Mapping(v, upstreams[i % len(upstreams)]) for i, v in enumerate(virtual)]
+        return [Translation(v, None) for v in virtual]
+    return [Translation(v, upstreams[i % len(upstreams)]) for i, v in enumerate(virtual)]
 
 
-def family_of(mapping: list[Mapping], default: str = FAMILY) -> str:
+def family_of(mapping: list[Translation], default: str = FAMILY) -> str:
     return VERSION_FAMILY[mapping[0].virtual.version] if mapping else default
 
 
@@ -78,7 +78,7 @@ def _dns_to(family: str, virtual: VirtualAddress, proto: str) -> list[j.Json]:
     return [j.match(j.payload(family, "daddr"), str(virtual)), j.match(j.payload(proto, "dport"), 53)]
 
 
-def build_rules(mapping: list[Mapping], family: str | None = None) -> Rules:
+def build_rules(mapping: list[Translation], family: str | None = None) -> Rules:
     """The ``dnat-dns`` rules: DNAT to the upstream, or, without one, a
     redirect to the netvm itself where ``dnat-dns-refuse`` refuses it."""
     family = family or family_of(mapping)
@@ -89,7 +89,7 @@ def build_rules(mapping: list[Mapping], family: str | None = None) -> Rules:
     ]
 
 
-def build_refusals(mapping: list[Mapping], family: str | None = None) -> Rules:
+def build_refusals(mapping: list[Translation], family: str | None = None) -> Rules:
     """The ``dnat-dns-refuse`` rules: what was sent to a virtual address
     without an upstream (and redirected here) is refused."""
     family = family or family_of(mapping)
@@ -152,7 +152,7 @@ def is_current(listing: list[dict[str, Any]] | None, rules: Rules, name: str = C
     return parsed is not None and parsed == (HOOKS[name], rules)
 
 
-def render(mapping: list[Mapping], family: str | None = None) -> str:
+def render(mapping: list[Translation], family: str | None = None) -> str:
     """The chains as ``nft list table`` would show them."""
     family = family or family_of(mapping)
     lines = [f"table {family} {QUBES_TABLE} {{", f"\tchain {CHAIN_DNAT_DNS} {{", f"\t\t{RENDERED_HOOK[CHAIN_DNAT_DNS]}"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from enum import IntEnum
 
 from qubesnet.cliutil import help_formatter
 from qubesnet.errors import QubesNetError
 from qubesnet.logsetup import setup_logging
+
+from .exitcodes import ExitCode
 
 log = logging.getLogger("qubes-setup-dnat-to-ns")
 
@@ -41,13 +42,6 @@ exit status:
     1  error (one line on stderr and in syslog); the old chains are kept
     2  bad command line
 """
-
-
-class ExitCode(IntEnum):
-    APPLIED = 0
-    ERROR = 1
-    USAGE = 2
-    UNCHANGED = 100
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -25,8 +25,8 @@ RESOLV_CONF_LIMIT = 64 * 1024
 
 
 class Derived(namedtuple("Derived", ("mapping", "notes", "mapping6"), defaults=((), None))):
-    """mapping: list[Mapping] of the IPv4 virtual addresses; notes: what was
-    skipped and why (tuple of str); mapping6: list[Mapping] of the IPv6 ones,
+    """mapping: list[Translation] of the IPv4 virtual addresses; notes: what was
+    skipped and why (tuple of str); mapping6: list[Translation] of the IPv6 ones,
     None when QubesDB has none (the ip6 chains are then not ours to keep)."""
 
     __slots__ = ()

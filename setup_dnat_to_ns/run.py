@@ -17,7 +17,7 @@ from qubesnet.qubesdb import default_address as qubesdb_address
 
 from . import systemd
 from .chain import (
-    Mapping,
+    Translation,
     build_refusals,
     build_removal,
     build_replace,
@@ -26,6 +26,7 @@ from .chain import (
     render,
 )
 from .derive import Derived, derive
+from .exitcodes import ExitCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
 
 log = logging.getLogger("qubes-setup-dnat-to-ns")
 
-APPLIED, UNCHANGED = 0, 100
+APPLIED, UNCHANGED = ExitCode.APPLIED, ExitCode.UNCHANGED
 FAMILY_NAME = {"ip": "IPv4", "ip6": "IPv6"}
 
 
@@ -45,7 +46,7 @@ def _derive(args: argparse.Namespace) -> Derived:
     return derived
 
 
-def families(derived: Derived) -> list[tuple[str, list[Mapping] | None]]:
+def families(derived: Derived) -> list[tuple[str, list[Translation] | None]]:
     """(family, its mapping or None when the family is not served)."""
     return [("ip", derived.mapping), ("ip6", derived.mapping6)]
 
@@ -55,7 +56,7 @@ def query_chain(nft: Nft, family: str, name: str) -> list[dict[str, Any]] | None
     return nft.query(command, terse=True)
 
 
-def plan_family(nft: Nft, family: str, mapping: list[Mapping] | None) -> list[j.Json]:
+def plan_family(nft: Nft, family: str, mapping: list[Translation] | None) -> list[j.Json]:
     """The commands bringing one family's chains to ``mapping`` ([] if they
     already are). Reads the kernel's chains; changes nothing."""
     listed = {name: query_chain(nft, family, name) for name in (CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE)}
@@ -69,7 +70,7 @@ def plan_family(nft: Nft, family: str, mapping: list[Mapping] | None) -> list[j.
     return build_replace(rules, refusals, family)
 
 
-def describe(mapping: list[Mapping], family: str = "ip") -> list[str]:
+def describe(mapping: list[Translation], family: str = "ip") -> list[str]:
     lines = []
     for item in mapping:
         if item.upstream is None:
