@@ -121,6 +121,11 @@ def test_a_killed_offline_leaves_an_orphan_that_reconcile_removes(sim: SimNetvm,
     verdicts = {v["name"]: v["verdict"] for v in report["vifs"]}
     assert verdicts == {"vif13.0": "ok", "vif12.0": "orphan"}, report
 
+    left = oracle.snapshot(sim.netvm, (client.vif,))
+    dry = admin(sim, "--dry-run", "reconcile")
+    assert dry.returncode == 0 and "vif12.0: removed orphan" in dry.stdout, dry.stdout + dry.stderr
+    assert oracle.snapshot(sim.netvm, (client.vif,)) == left, "a dry run changed something"
+
     result = admin(sim, "reconcile")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "vif12.0: removed orphan" in result.stdout
