@@ -1360,39 +1360,68 @@ def test_undo_of_a_replaced_neighbour_restores_it() -> None:
     assert k.neighbours == before[4]
 
 
+MEANWHILE = st.sampled_from(["nothing", "nothing", "vanished", "no QubesDB", "IPv6 switched"])
+
+
 @HEAVY
-@given(worlds(fresh=True), st.booleans())
-def test_online_then_offline_restores_the_model(world: World, vanished: bool) -> None:
+@given(worlds(fresh=True), MEANWHILE)
+def test_online_then_offline_restores_the_model(world: World, meanwhile: str) -> None:
     """Online then offline leaves the modelled kernel as it was (anti-spoofing objects and the
     acceleration table aside, which an event may create and never removes), also when the interface
-    vanished first."""
+    vanished first; without QubesDB, or with IPv6 switched on or off on the vif meanwhile, offline
+    still takes the client off the network (what online made of QubesDB's values and of IPv6 then
+    goes with the interface)."""
     k = world.kernel
     state, online = world.online()
     before = k.state()
     k.run(online, state)
     check_online_did_its_work(world, state)
     created = persistent(k)
-    if vanished:
+    offline_inp = None
+    switched_off = False
+    if meanwhile == "vanished":
         k.vanish(world.index)
-    offline_state, offline = world.offline()
+    elif meanwhile == "no QubesDB":  # read_inputs(qdb=None): no gateways, flags or mapping
+        offline_inp = world.inp._replace(gateway=None, gateway6=None, harden=False, flowtable=False, mapping=None)
+    elif meanwhile == "IPv6 switched" and world.ipv6_kernel:
+        world.ipv6_on_vif = not world.ipv6_on_vif
+        switched_off = not world.ipv6_on_vif
+        if switched_off:  # disable_ipv6=1: the kernel drops the interface's IPv6 state
+            k.routes = {r for r in k.routes if not (r[2] == world.index and r[0].version == 6)}
+            k.neighbours = {key: v for key, v in k.neighbours.items() if not (key[0] == world.index
+                                                                                 and key[1].version == 6)}
+            k.addresses = {a for a in k.addresses if not (a[0] == world.index and a[1].version == 6)}
+    offline_state, offline = world.offline(offline_inp)
     assert offline.command == "offline" and not positions(offline.steps, ReportConnected)
     # kept by design: the downstream element of an address another interface routes
     kept = {element_object(Element(SET_DOWNSTREAM, a)) for a in world.observe(offline_state).routed_elsewhere}
     k.run(offline, offline_state)
+
     expected = list(before)
     expected[0] = frozenset(o for o in before[0] if o[0] in ("elem", "flowdev")) | created | kept
-    if vanished:
-        name = inp_name = world.inp.vif.name  # noqa: F841
+    after = list(k.state())
+    if meanwhile == "vanished":
         expected[1] = {}
-        expected[2] = {key: v for key, v in before[2].items() if f"/conf/{inp_name}/" not in key}
+        expected[2] = {key: v for key, v in before[2].items() if f"/conf/{world.inp.vif.name}/" not in key}
         expected[3] = frozenset(r for r in before[3] if r[2] != world.index)
         expected[4] = {}
         expected[5] = frozenset()
         expected[0] = frozenset(o for o in expected[0] if not (o[0] == "flowdev" and o[4] == world.inp.ifname))
-    assert k.state() == tuple(expected)
+    elif meanwhile == "no QubesDB":
+        # the gateway addresses and the hardening sysctls stay (and go with the interface)
+        assert before[5] <= after[5] and {a[1] for a in after[5] - before[5]} <= {world.inp.gateway, world.inp.gateway6}
+        after[2] = expected[2] = {}
+        after[5] = expected[5] = frozenset()
+    elif meanwhile == "IPv6 switched":
+        # the IPv6 sysctls of the vif stay (and go with the interface)
+        after[2] = {key: v for key, v in after[2].items() if not key.startswith("net/ipv6/")}
+        expected[2] = {key: v for key, v in before[2].items() if not key.startswith("net/ipv6/")}
+        if switched_off:  # what the kernel dropped with IPv6 (an administrator's addresses too)
+            expected[5] = frozenset(a for a in before[5] if not (a[0] == world.index and a[1].version == 6))
+    assert tuple(after) == tuple(expected)
 
     # ... and a second offline finds nothing more to remove
-    again = world.offline()[1]
+    again = world.offline(offline_inp)[1]
     assert [s for s in again.steps if not isinstance(s, (PurgeConntrack, RunHooks))] == []
 
 
