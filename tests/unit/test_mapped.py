@@ -123,6 +123,15 @@ def test_vanished_vif_is_an_error() -> None:
         plan_namespace(state(), FRESH._replace(netvm_link=None))
 
 
+@pytest.mark.xfail(strict=True, reason="plan_namespace takes the veth's netvm end (named like the vif) for the vif")
+def test_vanished_vif_behind_our_veth_is_an_error() -> None:
+    """Our veth is there, the real vif is nowhere: the netvm's device of the vif's name is the veth's
+    end (read_namespace finds it by that name), which must never be moved into the namespace."""
+    facts = NamespaceFacts(True, False, True, True, True, Link(9, "vif12.0", True, 2))
+    with pytest.raises(ConfigError, match="does not exist"):
+        plan_namespace(state(), facts)
+
+
 def test_long_names_get_a_peer_that_fits() -> None:
     assert peer_name("vif12.0") == "vif12.0-p"
     assert peer_name("vif32752.12345") == "to-netvm"
