@@ -812,6 +812,7 @@ class Kernel:
         self.neighbours: dict[tuple[int, IPAddress], str] = {}  # (index, addr) -> mac
         self.addresses: set[tuple[int, IPAddress, int]] = set()
         self.reported: list[str] = []
+        self.purged: list[tuple[IPAddress, ...]] = []
 
     def state(self) -> tuple[Any, ...]:
         return (frozenset(self.nft), dict(self.links), dict(self.sysctls), frozenset(self.routes),
@@ -930,8 +931,10 @@ class Kernel:
             (self.addresses.add if step.present else self.addresses.discard)(addr)
         elif isinstance(step, ReportConnected):
             self.reported.append(step.xenbus_path)
+        elif isinstance(step, PurgeConntrack):
+            self.purged.append(step.addrs)
         else:
-            assert isinstance(step, (PurgeConntrack, RunHooks)), step  # nothing modelled
+            assert isinstance(step, RunHooks), step  # nothing modelled
 
     def run(self, plan: Plan, state: VifState) -> None:
         for step in plan.steps:
@@ -1083,9 +1086,10 @@ def base_objects(draw: st.DrawFn) -> tuple[bool, frozenset[str], frozenset[str]]
 
 
 @st.composite
-def worlds(draw: st.DrawFn, *, fresh: bool | None = None, mapped: bool | None = None) -> World:
+def worlds(draw: st.DrawFn, *, fresh: bool | None = None, mapped: bool | None = None, stale: bool = False) -> World:
     """A vif's inputs and the kernel before its event: a fresh vif (link down under libxl's name,
-    nothing of ours), or one with any consistent part of its objects already there."""
+    nothing of ours), or one with any consistent part of its objects already there (``stale``: and
+    permanent neighbour entries for the client's addresses with another MAC)."""
     inp = draw(vif_inputs(mapped=mapped))
     if fresh is None:
         fresh = draw(st.booleans())
@@ -1135,7 +1139,7 @@ def worlds(draw: st.DrawFn, *, fresh: bool | None = None, mapped: bool | None = 
         for n in state.neighbours:
             if n.mac is not None and draw(st.booleans()):
                 # (a stale entry with another MAC: see test_undo_of_a_replaced_neighbour_restores_it)
-                k.neighbours[(index, n.addr)] = n.mac
+                k.neighbours[(index, n.addr)] = draw(macs) if stale and draw(st.booleans()) else n.mac
         for a in state.addresses:
             if draw(st.booleans()):
                 k.addresses.add((index, a.addr, a.prefixlen))
@@ -1158,6 +1162,7 @@ def check_online_did_its_work(world: World, state: VifState) -> None:
     in_flowtable = any(o[0] == "flowdev" and o[4] == name for o in k.nft)
     assert in_flowtable or not (state.flowtable and world.flow_supported)
     assert k.reported == [world.inp.xenbus_path]
+    assert k.purged == ([state.purge] if state.purge else [])
 
 
 def persistent(k: Kernel) -> set[NftObject]:
@@ -1262,6 +1267,7 @@ def test_online_plan_order_and_contents(world: World) -> None:
     assert all(i > j for i in positions(steps, RunHooks) for j in changes + [after])
     assert isinstance(steps[-1], ReportConnected) and positions(steps, ReportConnected) == [len(steps) - 1]
     assert all(getattr(s, "present", True) for s in steps)
+    assert [s for s in steps if isinstance(s, PurgeConntrack)] == ([PurgeConntrack(state.purge)] if state.purge else [])
 
     # Rename first, exactly when the interface does not have its name yet.
     assert (positions(steps, Rename) == [0]) == (link.name != inp.ifname)
@@ -1481,10 +1487,12 @@ def test_offline_keeps_downstream_exactly_when_routed_elsewhere(world: World, da
 
 
 @HEAVY
-@given(worlds())
+@given(worlds(stale=True))
 def test_offline_plan_order(world: World) -> None:
-    """plan_offline: link down (group 0) first, routes before the elements go, nothing added, no
-    report, the rename undone after the hooks, the purge last; only our addresses."""
+    """plan_offline, from any state: link down (group 0) first, routes before the elements go, nothing
+    added, no report, the rename undone after the hooks, the purge last; only our addresses; applied,
+    it leaves nothing of the vif's (a neighbour entry for the client's address, whatever its MAC,
+    is ours; an address routed elsewhere stays in downstream)."""
     inp = world.inp
     state, plan = world.offline()
     steps = plan.steps
@@ -1512,6 +1520,18 @@ def test_offline_plan_order(world: World) -> None:
                                                       AddressChange))
     if state.purge:
         assert isinstance(steps[-1], PurgeConntrack) and steps[-1].addrs == state.purge
+
+    k = world.kernel
+    elsewhere = world.observe(state).routed_elsewhere
+    k.run(plan, state)
+    index = world.index
+    assert k.links[index] == (inp.vif.name, False, 0)
+    assert not any(k.neighbours.get((index, n.addr)) for n in state.neighbours)
+    assert not any((r.dst, r.metric, index) in k.routes for r in state.routes)
+    assert not any((index, a.addr, a.prefixlen) in k.addresses for a in state.addresses)
+    assert {e for e in state.elements if element_object(e) in k.nft} <= {
+        e for e in state.elements if e.kind == SET_DOWNSTREAM and e.addr in elsewhere}
+    assert not any(o[0] == "flowdev" and o[4] in (inp.vif.name, inp.ifname) for o in k.nft)
 
 
 # --- the nftables JSON of plans and builders ---------------------------------
