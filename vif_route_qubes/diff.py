@@ -74,7 +74,9 @@ def plan_namespace(state: VifState, facts: NamespaceFacts) -> list[Step]:
     if not exists:
         steps.append(CreateNamespace(spec.name))
     if not real_inside:
-        if facts.netvm_link is None and not rebuilt:
+        # Our veth exists only once the vif was moved in: with it there, a
+        # device of the vif's name in the netvm is the veth's end, not the vif.
+        if (facts.netvm_link is None or ours_now) and not rebuilt:
             raise ConfigError("vif", f"interface {state.vif} does not exist; is the VM's backend still there?")
         steps.append(MoveIntoNamespace(spec.name, state.vif, spec.ifname))
     if not ours_now:
@@ -107,27 +109,31 @@ def plan_online(state: VifState, obs: Observed, xenbus_path: str) -> Plan:
         steps.append(PurgeConntrack(state.purge))
 
     # One transaction: the missing anti-spoofing objects, the missing
-    # elements, the flowtable membership; its undo takes back exactly these.
+    # elements, the flowtable membership. Its undo takes back this vif's
+    # elements and membership, never the shared objects it created: the
+    # moment they exist another vif's event may rely on them (its elements
+    # live in these sets, its traffic passes these chains), and they are the
+    # netvm's base layout anyway.
     create: list[Json] = []
     remove: list[Json] = []
     for family, objs in obs.base.items():
         create += build_antispoof(family, table=objs.table, sets=objs.sets, chains=objs.chains)
-        remove = build_antispoof(family, table=objs.table, sets=objs.sets, chains=objs.chains, present=False) + remove
     missing = [e for e in state.elements if e not in obs.elements]
     create += build_elements(missing, present=True)
-    remove = build_elements(missing, present=False) + remove
+    remove = build_elements(missing, present=False)
     if state.flowtable and not obs.flow.supported:
         notes.append(FLOWTABLE_UNSUPPORTED)
     elif state.flowtable and not obs.flow.member:
         create += build_flowtable(ifname, table=obs.flow.table, present=True)
-        remove = build_flowtable(ifname, table=obs.flow.table, present=False) + remove
+        remove += build_flowtable(ifname, table=True, present=False)
     if create:
         steps.append(NftChange(f"online {ifname}", tuple(create), tuple(remove)))
 
     if not (link.up and link.group == state.group):
         steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))
     steps += [RouteChange(True, ifindex, ifname, r.dst, r.metric) for r in state.routes if r not in obs.routes]
-    steps += [NeighbourChange(True, ifindex, ifname, n.addr, n.mac) for n in state.neighbours
+    found = {n.addr: n.mac for n in obs.neighbours}
+    steps += [NeighbourChange(True, ifindex, ifname, n.addr, n.mac, found.get(n.addr)) for n in state.neighbours
               if n not in obs.neighbours and n.mac is not None]
     steps += [AddressChange(True, ifindex, ifname, a.addr, a.prefixlen) for a in state.addresses
               if a not in obs.addresses]

@@ -105,9 +105,12 @@ class NeighbourChange(NamedTuple):
     ifname: str
     addr: IPAddress
     mac: str
+    previous: str | None = None  # the MAC of an entry this one replaces
 
     def inverse(self) -> Step | None:
-        return self._replace(present=not self.present)
+        if self.present and self.previous is not None:
+            return self._replace(mac=self.previous, previous=self.mac)
+        return self._replace(present=not self.present, previous=None)
 
     def show(self) -> str:
         if self.present:

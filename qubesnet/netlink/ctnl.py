@@ -16,10 +16,11 @@ import socket
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+# _pyroute2 must come first: it makes the pyroute2 imports below light.
 from . import _pyroute2  # noqa: F401
 from .nlsock import NLM_F_DUMP, NetlinkError, NetlinkSocket
-from pyroute2.netlink import NLA_F_NESTED, nla  # noqa: E402
-from pyroute2.netlink.nfnetlink import nfgen_msg  # noqa: E402
+from pyroute2.netlink import NLA_F_NESTED, nla
+from pyroute2.netlink.nfnetlink import nfgen_msg
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -12,8 +12,9 @@ pyroute2's full classes.
 
 from __future__ import annotations
 
+# _pyroute2 must come first: it makes the pyroute2 import below light.
 from . import _pyroute2  # noqa: F401
-from pyroute2.netlink import nlmsg  # noqa: E402
+from pyroute2.netlink import nlmsg
 
 
 class ifinfmsg(nlmsg):  # noqa: N801 (kernel and pyroute2 naming)

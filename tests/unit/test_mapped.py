@@ -123,7 +123,6 @@ def test_vanished_vif_is_an_error() -> None:
         plan_namespace(state(), FRESH._replace(netvm_link=None))
 
 
-@pytest.mark.xfail(strict=True, reason="plan_namespace takes the veth's netvm end (named like the vif) for the vif")
 def test_vanished_vif_behind_our_veth_is_an_error() -> None:
     """Our veth is there, the real vif is nowhere: the netvm's device of the vif's name is the veth's
     end (read_namespace finds it by that name), which must never be moved into the namespace."""

@@ -398,8 +398,8 @@ KINDS = {"table", "set", "chain", "rule", "element", "flowtable"}
 NFT_FAMILIES = {"ip", "ip6", "inet", "netdev"}
 TABLES = {"qubes", "qubes-nat", "qubes-flowtable"}
 SETS = {"allowed", "downstream"}
-CHAINS = set().union(*(required_chains(f) for f in FAMILIES)) | {"forward", "dnat-dns", "dnat-dns-refuse", "from-client", "from-netvm"}
-LAYOUT_ADDRESSES = {"fe80::"}  # the link-local prefix in the ip6 input chain
+CHAINS = set(ANTISPOOF_CHAINS) | {"forward", "dnat-dns", "dnat-dns-refuse", "from-client", "from-netvm"}
+LAYOUT_ADDRESSES: set[str] = set()  # the anti-spoofing objects name no address
 
 
 def string_leaves(value: Any) -> Iterator[str]:
@@ -881,23 +881,23 @@ class Kernel:
         """What the step's handler does to the modelled objects; ``guard``: the elements that
         must be in place before the link comes up in the vif group."""
         if isinstance(step, Rename):
-            name, up, group = self.links[step.index]
+            name, up, group = self.links[step.ifindex]
             assert name == step.old, step
             assert all(n != step.new for n, _, _ in self.links.values()), step
-            self.links[step.index] = (step.new, up, group)
+            self.links[step.ifindex] = (step.new, up, group)
             self.sysctls = {conf_key(key, step.old, step.new): v for key, v in self.sysctls.items()}
             # a flowtable holds the device, listed under its current name
             self.nft = {(*o[:4], step.new) if o[0] == "flowdev" and o[4] == step.old else o for o in self.nft}
         elif isinstance(step, SetLink):
-            name, up, group = self.links[step.index]
-            assert (name, up, group) == (step.ifname, step.was_up, step.was_group), (step, self.links[step.index])
+            name, up, group = self.links[step.ifindex]
+            assert (name, up, group) == (step.ifname, step.was_up, step.was_group), (step, self.links[step.ifindex])
             if guard is not None and step.up and step.group == VIF_GROUP:
                 # The security argument: nothing passes before its antispoof elements are in.
                 for e in guard:
                     assert element_object(e) in self.nft, f"link up before {e}"
                     family = element_object(e)[1]
                     assert {("chain", family, QUBES_TABLE, c) for c in ANTISPOOF_CHAINS} <= self.nft
-            self.links[step.index] = (name, step.up, step.group)
+            self.links[step.ifindex] = (name, step.up, step.group)
         elif isinstance(step, SetSysctl):
             assert self.sysctls.get(step.key) == step.previous, (step, self.sysctls.get(step.key))
             self.sysctls[step.key] = step.value
@@ -909,25 +909,25 @@ class Kernel:
                 self.nft = before
                 raise
         elif isinstance(step, RouteChange):
-            route = (step.dst, step.metric, step.index)
-            assert self.links[step.index][0] == step.ifname, step
+            route = (step.dst, step.metric, step.ifindex)
+            assert self.links[step.ifindex][0] == step.ifname, step
             if step.present:
                 assert route not in self.routes, f"route exists: {step}"
-                assert step.dst.version == 6 or self.links[step.index][1], f"IPv4 route on a down link: {step}"
+                assert step.dst.version == 6 or self.links[step.ifindex][1], f"IPv4 route on a down link: {step}"
                 self.routes.add(route)
             else:
                 assert route in self.routes, f"no such route: {step}"
                 self.routes.discard(route)
         elif isinstance(step, NeighbourChange):
-            assert self.links[step.index][0] == step.ifname, step
+            assert self.links[step.ifindex][0] == step.ifname, step
             if step.present:  # ip neigh replace
-                self.neighbours[(step.index, step.addr)] = step.mac
+                self.neighbours[(step.ifindex, step.addr)] = step.mac
             else:
-                assert (step.index, step.addr) in self.neighbours, f"no such neighbour: {step}"
-                del self.neighbours[(step.index, step.addr)]
+                assert (step.ifindex, step.addr) in self.neighbours, f"no such neighbour: {step}"
+                del self.neighbours[(step.ifindex, step.addr)]
         elif isinstance(step, AddressChange):
-            addr = (step.index, step.addr, step.prefixlen)
-            assert self.links[step.index][0] == step.ifname, step
+            addr = (step.ifindex, step.addr, step.prefixlen)
+            assert self.links[step.ifindex][0] == step.ifname, step
             assert (addr in self.addresses) != step.present, step
             (self.addresses.add if step.present else self.addresses.discard)(addr)
         elif isinstance(step, ReportConnected):
@@ -990,7 +990,7 @@ def model_observed(k: Kernel, state: VifState, env: Environment, flow_supported:
         for dst, metric, oif in k.routes:
             if dst != addr:
                 continue
-            if link is not None and oif == link.index:
+            if link is not None and oif == link.ifindex:
                 if addr in wanted_routes and metric == wanted_routes[addr].metric:
                     routes.add(wanted_routes[addr])
             else:
@@ -999,8 +999,8 @@ def model_observed(k: Kernel, state: VifState, env: Environment, flow_supported:
     addresses: set[Any] = set()
     if link is not None:
         wanted = {n.addr for n in state.neighbours}
-        neighbours = {Neighbour(a, mac) for (i, a), mac in k.neighbours.items() if i == link.index and a in wanted}
-        addresses = {a for a in state.addresses if (link.index, a.addr, a.prefixlen) in k.addresses}
+        neighbours = {Neighbour(a, mac) for (i, a), mac in k.neighbours.items() if i == link.ifindex and a in wanted}
+        addresses = {a for a in state.addresses if (link.ifindex, a.addr, a.prefixlen) in k.addresses}
     flow_table = ("table", "inet", "qubes-flowtable") in k.nft
     member = link is not None and any(o[0] == "flowdev" and o[4] in (link.name, state.ifname) for o in k.nft)
     return Observed(
@@ -1291,7 +1291,7 @@ def test_online_plan_order_and_contents(world: World) -> None:
             assert step.addr in (inp.gateway, inp.gateway6) and step.prefixlen == step.addr.max_prefixlen
             assert not step.addr.is_link_local
         if isinstance(step, (RouteChange, NeighbourChange, AddressChange)):
-            assert step.ifname == inp.ifname and step.index == world.index
+            assert step.ifname == inp.ifname and step.ifindex == world.index
 
 
 @FEW
@@ -1325,7 +1325,8 @@ def test_online_applies_and_converges(world: World) -> None:
 @given(worlds(), st.data())
 def test_undo_log_restores_the_state_before(world: World, data: st.DataObject) -> None:
     """After any prefix of an online plan, the inverses of the applied steps, in reverse, return the
-    kernel to exactly its state before (objects the transaction created removed, nothing else)."""
+    kernel to exactly its state before, but for the anti-spoofing objects and acceleration table an
+    event may create and never removes (another vif may rely on them at once)."""
     k = world.kernel
     before = k.state()
     state, plan = world.online()
@@ -1338,10 +1339,9 @@ def test_undo_log_restores_the_state_before(world: World, data: st.DataObject) -
             undo.append(inverse)
     for inverse in reversed(undo):
         k.apply(inverse)
-    assert k.state() == before
+    assert without_persistent(k.state()) == without_persistent(before)
 
 
-@pytest.mark.xfail(strict=True, reason="NeighbourChange has no previous MAC: the undo of a replace deletes")
 def test_undo_of_a_replaced_neighbour_restores_it() -> None:
     """A permanent entry for the client's address with another MAC (stale) is replaced by online;
     the undo log should put it back, not delete it."""
@@ -1377,7 +1377,6 @@ def _simple_world(k: Kernel, domid: int, index: int) -> World:
     return World(inp, k, index, False, False, False)
 
 
-@pytest.mark.xfail(strict=True, reason="an undo deletes anti-spoofing objects that another vif's event has used since")
 def test_undo_leaves_other_vifs_protected() -> None:
     """Two VMs start on a netvm whose anti-spoofing objects are missing (its ruleset flushed): vif A's
     transaction creates them; vif B's whole event runs while A's hooks do; then A fails to report (its VM
@@ -1592,7 +1591,10 @@ def test_plan_namespace_converges(inp: VifInputs, keep_mapping: bool, facts: Nam
         steps = plan_namespace(state, facts)
     except ConfigError as exc:
         check_config_error(exc, "vif")
-        assert spec is not None and not facts.real_inside and facts.netvm_link is None
+        # the vif is nowhere: not inside, and in the netvm either no device of
+        # its name or only our veth's end (which exists once the vif moved in)
+        ours = facts.exists and facts.peer_inside
+        assert spec is not None and not facts.real_inside and (facts.netvm_link is None or ours)
         assert not (facts.table_present and not facts.table_matches)
         return
     if spec is None:
@@ -1682,8 +1684,8 @@ def test_dns_mapping(virtual: list[IPv4Address], servers: list[Upstream]) -> Non
             assert rule[2] == ({"dnat": {"addr": str(item.upstream.addr)}} if item.upstream else {"redirect": None})
     refused = [item for item in mapping if item.upstream is None]
     assert len(refusals) == 2 * len(refused)
-    for item, pair in zip(refused, zip(refusals[::2], refusals[1::2])):
-        for proto, rule in zip(("udp", "tcp"), pair):
+    for item, pair in zip(refused, zip(refusals[::2], refusals[1::2], strict=True), strict=True):
+        for proto, rule in zip(("udp", "tcp"), pair, strict=True):
             assert rule[0]["match"]["right"] == str(item.virtual)
             assert rule[1]["match"]["left"]["payload"]["protocol"] == proto
             assert "reject" in rule[2]
