@@ -23,6 +23,7 @@ VIF_RE = re.compile(r"vif(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 # A conservative interface name: what `ip link` accepts minus anything that
 # could be taken for a path, an option, a glob or nftables syntax.
 IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+SYSCTL_SCOPES = ("all", "default")  # /proc/sys/net/ipv?/conf/ entries that are no interface
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 # XenStore path syntax (xenstored accepts alphanumerics and "-/_@").
 XS_PATH_RE = re.compile(r"/?[A-Za-z0-9_@-]+(/[A-Za-z0-9_@-]+)*")
@@ -95,6 +96,9 @@ def parse_ifname(key: str, value: str) -> str:
     """Any other interface name we create or rename to (e.g. ``vifname``)."""
     if not (IFNAME_RE.fullmatch(value) and len(value) < IFNAMSIZ) or value in (".", ".."):
         raise ConfigError(key, f"bad interface name {shown(value)}")
+    if value in SYSCTL_SCOPES:
+        # /proc/sys/net/ipv4/conf/<name>/ would then be every interface's settings.
+        raise ConfigError(key, f"interface name {value!r} is reserved by the kernel's per-interface settings")
     return value
 
 

@@ -170,3 +170,9 @@ def test_long_bad_values_are_cut_in_messages() -> None:
 def test_bad_service_flag_is_shown_as_text() -> None:
     with pytest.raises(ConfigError, match=r"not 'yes'$"):
         parse_service_flag("/qubes-service/x", b"yes", False)
+
+
+@pytest.mark.parametrize("name", ["all", "default"])
+def test_ifname_never_names_the_kernels_shared_settings(name: str) -> None:
+    with pytest.raises(ConfigError, match="vifname: interface name .* is reserved"):
+        parse_ifname("vifname", name)
