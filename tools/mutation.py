@@ -187,6 +187,14 @@ MUTANTS: tuple[Mutant, ...] = (
     mutant("observe-all-elements-present", "observe reads every described set element as present",
            OBSERVE, "    if gw.nft.accepts(_deletes(candidates))[0]:\n", "    if True:\n",
            (U_KILLS,), (N_ONLINE,)),
+    mutant("undo-deletes-shared-objects", "an online's undo deletes the anti-spoofing objects it created",
+           DIFF, "    remove = build_elements(missing, present=False)\n",
+           "    remove = build_elements(missing, present=False) + [c for f, o in obs.base.items() for c in "
+           "build_antispoof(f, table=o.table, sets=o.sets, chains=o.chains, present=False)]\n",
+           (U_DIFF, "tests/unit/test_properties.py::test_undo_leaves_other_vifs_protected"), (N_ROLLBACK,)),
+    mutant("neighbour-undo-deletes", "the undo of a replaced neighbour entry deletes it",
+           STEPS, "        if self.present and self.previous is not None:\n", "        if False:\n",
+           ("tests/unit/test_properties.py::test_undo_of_a_replaced_neighbour_restores_it",), (N_ONLINE,)),
     # status, reconcile and watch
     mutant("ipv6-routed-without-netvm-ipv6", "describe routes clients' IPv6 when IPv6 is off for the netvm",
            DESCRIBE, "(ipv6_on_vif and inp.netvm_ipv6)", "ipv6_on_vif",

@@ -174,5 +174,5 @@ def test_bad_service_flag_is_shown_as_text() -> None:
 
 @pytest.mark.parametrize("name", ["all", "default"])
 def test_ifname_never_names_the_kernels_shared_settings(name: str) -> None:
-    with pytest.raises(ConfigError, match="vifname: interface name .* is reserved"):
+    with pytest.raises(ConfigError, match=r"vifname: interface name .* is reserved"):
         parse_ifname("vifname", name)
