@@ -19,6 +19,13 @@ from . import resolved
 from .chain import plan_mapping
 from .upstreams import Upstream, parse_resolv_conf, parse_resolved_dns, usable
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    A = TypeVar("A", IPv4Address, IPv6Address)
+
 log = logging.getLogger(__name__)
 
 RESOLV_CONF_LIMIT = 64 * 1024
@@ -32,31 +39,27 @@ class Derived(namedtuple("Derived", ("mapping", "notes", "mapping6"), defaults=(
     __slots__ = ()
 
 
-def read_virtual_dns(qdb: QubesDB) -> list[IPv4Address]:
-    """The IPv4 virtual DNS addresses given to clients, validated, in order."""
-    found: list[IPv4Address] = []
-    for key in (QDB_PRIMARY_DNS, QDB_SECONDARY_DNS):
+def _read_virtual(qdb: QubesDB, keys: tuple[str, str], parse: Callable[[str, str], A]) -> list[A]:
+    found: list[A] = []
+    for key in keys:
         raw = qdb.read(key)
         if raw is None:
             continue
-        addr = parse_ipv4(key, decode_text(key, raw, limit=64))
+        addr = parse(key, decode_text(key, raw, limit=64))
         if addr not in found:
             found.append(addr)
     return found
+
+
+def read_virtual_dns(qdb: QubesDB) -> list[IPv4Address]:
+    """The IPv4 virtual DNS addresses given to clients, validated, in order."""
+    return _read_virtual(qdb, (QDB_PRIMARY_DNS, QDB_SECONDARY_DNS), parse_ipv4)
 
 
 def read_virtual_dns6(qdb: QubesDB) -> list[IPv6Address]:
     """The IPv6 virtual DNS addresses (fd09:24ef:4179::a8b:1 and ::a8b:2 in
     Qubes), validated, in order; [] on netvms without IPv6 DNS."""
-    found: list[IPv6Address] = []
-    for key in (QDB_PRIMARY_DNS6, QDB_SECONDARY_DNS6):
-        raw = qdb.read(key)
-        if raw is None:
-            continue
-        addr = parse_ipv6(key, decode_text(key, raw, limit=64))
-        if addr not in found:
-            found.append(addr)
-    return found
+    return _read_virtual(qdb, (QDB_PRIMARY_DNS6, QDB_SECONDARY_DNS6), parse_ipv6)
 
 
 def read_resolv_conf(path: str) -> tuple[list[Upstream], list[str]]:

@@ -21,10 +21,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from qubes_netsim.topology import SimNetvm
+    from qubes_netsim.topology import Client, SimNetvm
 
 
 def fault_argv(sim: SimNetvm, step: int | str, *args: str, mode: str | None = None) -> list[str]:
@@ -33,6 +36,36 @@ def fault_argv(sim: SimNetvm, step: int | str, *args: str, mode: str | None = No
     before step ``step``; ``mode`` "crash" or "delete-link" (default: fail)."""
     return [sys.executable, os.path.abspath(__file__), *([f"--{mode}"] if mode else []), str(step),
             *sim.vif_route_argv(*args)[1:]]
+
+
+@contextmanager
+def paused_online(sim: SimNetvm, client: Client, step_type: str = "SetLink") -> Iterator[subprocess.Popen[str]]:
+    """An online of ``client`` stopped just before its first ``step_type`` step,
+    holding its locks, for the body of the with-statement; it goes on at the
+    end, and must then succeed."""
+    paused, resume = (os.path.join(sim.workdir, name) for name in ("paused", "resume"))
+    for path in (paused, resume):
+        if os.path.exists(path):
+            os.unlink(path)
+    env = sim.env(client, QUBES_FAULT_PAUSED=paused, QUBES_FAULT_RESUME=resume)
+    online = sim.netvm.popen(fault_argv(sim, step_type, "online", mode="pause"), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(paused):
+            assert online.poll() is None, online.communicate()
+            assert time.monotonic() < deadline, f"the online never reached its {step_type} step"
+            time.sleep(0.01)
+        yield online
+    finally:
+        with open(resume, "w"):
+            pass
+        try:
+            online.wait(timeout=30)
+        finally:
+            if online.poll() is None:
+                online.kill()
+    assert online.returncode == 0, online.communicate()[1]
 
 
 def main() -> int:
@@ -68,8 +101,6 @@ def main() -> int:
 
 
 def _pause() -> None:
-    import time
-
     with open(os.environ["QUBES_FAULT_PAUSED"], "w"):
         pass
     deadline = time.monotonic() + 30

@@ -21,7 +21,7 @@ import pytest
 
 from qubes_netsim.topology import GATEWAY6, UPSTREAM, UPSTREAM6, Client, SimNetvm, bin_path
 from tests import oracle
-from tests.integration.fault_runner import fault_argv
+from tests.integration.fault_runner import fault_argv, paused_online
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSTEMD = os.path.join(ROOT, "systemd")
@@ -164,23 +164,11 @@ def test_status_shows_drifted_orphaned_failed_and_invalid_vifs(sim: SimNetvm) ->
 def test_status_takes_no_lock_an_online_holds(sim: SimNetvm) -> None:
     """A status run while an online is paused holding its locks still completes."""
     client = sim.add_client(12, "10.137.0.12")
-    paused, resume = (os.path.join(sim.workdir, n) for n in ("paused", "resume"))
-    env = sim.env(client, QUBES_FAULT_PAUSED=paused, QUBES_FAULT_RESUME=resume)
-    online = sim.netvm.popen(fault_argv(sim, "SetLink", "online", mode="pause"), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(paused):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    with paused_online(sim, client):
         started = time.monotonic()
         result = admin(sim, "status")
         print(f"status while an online holds its locks: {(time.monotonic() - started) * 1000:.0f} ms")
         assert "vif12.0" in result.stdout and "pending" in result.stdout
-    finally:
-        with open(resume, "w"):
-            pass
-        assert online.wait(timeout=30) == 0
 
 
 def test_status_during_50_concurrent_onlines_delays_none(sim: SimNetvm) -> None:

@@ -9,12 +9,8 @@ online bringing the link up only once the anti-spoofing elements are in.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-
 from qubes_netsim.topology import SimNetvm
-from tests.integration.fault_runner import fault_argv
+from tests.integration.fault_runner import paused_online
 
 KEYS = (
     "net/ipv4/conf/{}/proxy_arp",
@@ -64,26 +60,8 @@ def test_offline_leaves_an_address_a_hook_put_on_the_vif(sim: SimNetvm) -> None:
 def test_the_link_goes_up_only_once_the_elements_are_in_the_sets(sim: SimNetvm) -> None:
     """Mutant link-up-before-elements: online paused just before it sets the link up."""
     client = sim.add_client(12, "10.137.0.12")
-    paused, resume = (os.path.join(sim.workdir, name) for name in ("paused", "resume"))
-    env = sim.env(client, QUBES_FAULT_PAUSED=paused, QUBES_FAULT_RESUME=resume)
-    online = sim.netvm.popen(fault_argv(sim, "SetLink", "online", mode="pause"), env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(paused):
-            assert online.poll() is None, online.communicate()
-            assert time.monotonic() < deadline, "the online never reached its SetLink step"
-            time.sleep(0.01)
+    with paused_online(sim, client):
         (link,) = sim.netvm.ip_json("link", "show", "dev", "vif12.0")
         assert "UP" not in link["flags"]
         assert sim.set_elements("ip", "allowed") == {("vif12.0", "10.137.0.12")}
         assert sim.set_elements("ip", "downstream") == {"10.137.0.12"}
-    finally:
-        with open(resume, "w"):
-            pass
-        try:
-            online.wait(timeout=30)
-        finally:
-            if online.poll() is None:
-                online.kill()
-    assert online.returncode == 0, online.communicate()[1]

@@ -15,7 +15,7 @@ import subprocess
 import time
 
 from qubes_netsim.topology import NETVM_UPLINK, SimNetvm
-from tests.integration.fault_runner import fault_argv
+from tests.integration.fault_runner import paused_online
 
 ADDR = "10.137.0.12"
 
@@ -34,29 +34,15 @@ def test_late_offline_never_unprotects_the_address_of_a_new_vm(sim: SimNetvm) ->
     sim.xenstore.rm(f"{sim.xenstore.home()}/{old.xenbus_path}/ip")  # the dying VM's key is gone
     new = sim.add_client(13, ADDR)
 
-    paused, resume = (os.path.join(sim.workdir, name) for name in ("paused", "resume"))
-    env = sim.env(new, QUBES_FAULT_PAUSED=paused, QUBES_FAULT_RESUME=resume)
-    online = sim.netvm.popen(fault_argv(sim, "SetLink", "online", mode="pause"), env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        _wait_for_file(paused)
+    with paused_online(sim, new):
         offline = sim.netvm.popen(sim.vif_route_argv("offline"), env=sim.env(old),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # The offline must wait for the address: it may not finish while the online holds it.
         try:
-            # The offline must wait for the address: it may not finish while the online holds it.
-            try:
-                offline.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
-        finally:
-            with open(resume, "w"):
-                pass
-        assert online.wait(timeout=30) == 0, online.communicate()[1]
-        assert offline.wait(timeout=30) == 0, offline.communicate()[1]
-    finally:
-        for proc in (online,):
-            if proc.poll() is None:
-                proc.kill()
+            offline.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+    assert offline.wait(timeout=30) == 0, offline.communicate()[1]
 
     assert sim.set_elements("ip", "downstream") == {ADDR}
     assert sim.set_elements("ip", "allowed") == {("vif13.0", ADDR)}
