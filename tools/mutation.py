@@ -390,7 +390,7 @@ def run_mutant(m: Mutant, parent: Path, baseline: Baseline, keep: bool, unit: bo
     copy = make_copy(parent, m.id)
     try:
         apply_edits(copy, m.edits)
-        if unit:
+        if unit and m.unit:  # (no unit tests named: pytest alone would run everything)
             start += baseline.check(m.unit, namespace=False)
             outcome = run_pytest(copy, m.unit, namespace=False)
             if not outcome.passed:
