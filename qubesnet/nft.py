@@ -105,6 +105,23 @@ class Nft:
             return []
         return [item for item in output.get("nftables", []) if "metainfo" not in item]
 
+    def has_element(self, family: str, table: str, set_name: str, addr: str, ifname: str | None = None) -> bool:
+        """Whether the set holds the element ``addr`` (``ifname . addr`` with an interface name).
+
+        One lookup of that element in the kernel, whatever the set's size.
+        libnftables 1.0 has no JSON form of ``get element``: the command is
+        text, built only from values the caller validated (interface names
+        by a strict pattern, addresses by ipaddress), and it only reads.
+        """
+        key = f'"{ifname}" . {addr}' if ifname is not None else addr
+        rc, _output, error = self._ctx.cmd(f"get element {family} {table} {set_name} {{ {key} }}")
+        if rc == 0:
+            return True
+        message = _one_line(error)
+        if ABSENT in message:
+            return False
+        raise ApplyError(f"cannot read set {set_name}: {message or f'error {rc}'}")
+
     def accepts(self, commands: list[Json]) -> tuple[bool, str]:
         """Whether the kernel would apply ``commands`` (checked, then aborted), and why not.
 

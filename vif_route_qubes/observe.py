@@ -22,13 +22,12 @@ from qubesnet.constants import (
 )
 from qubesnet.errors import ApplyError
 from qubesnet.netlink.nlsock import NetlinkError
-from qubesnet.nft import ABSENT
 from qubesnet.validate import AddressList, IPAddress, parse_address_list
 
 from .describe import ipv6_conf
 from .gateways import Gateways
 from .inputs import VifInputs
-from .nftplan import build_elements, build_flowtable_probe
+from .nftplan import build_flowtable_probe
 from .state import (
     Address,
     BaseObjects,
@@ -93,7 +92,7 @@ def _key_at(key: str, ifname: str, where: str) -> str:
     return key.replace(f"/conf/{ifname}/", f"/conf/{where}/", 1)
 
 
-def _read_base(gw: Gateways, families: tuple[str, ...]) -> tuple[dict[str, BaseObjects], bool]:
+def _read_base(gw: Gateways, families: tuple[str, ...], flowtable: bool) -> tuple[dict[str, BaseObjects], bool]:
     """The anti-spoofing objects present per family, and whether our flow table exists.
 
     Listings of chains and sets only (terse: no set elements, no rules), so
@@ -113,7 +112,7 @@ def _read_base(gw: Gateways, families: tuple[str, ...]) -> tuple[dict[str, BaseO
         if set_.get("table") == QUBES_TABLE and set_.get("family") in sets:
             sets[set_["family"]].add(set_.get("name"))
     tables = {family for family in families if chains[family] or sets[family]}
-    if len(tables) < len(families) or not flow_table:
+    if len(tables) < len(families) or (flowtable and not flow_table):
         # Only then does it matter whether a table exists without chains or sets.
         for item in gw.nft.query({"list": {"tables": {}}}) or []:
             table = item.get("table", {})
@@ -126,35 +125,25 @@ def _read_base(gw: Gateways, families: tuple[str, ...]) -> tuple[dict[str, BaseO
 
 
 def _present_elements(gw: Gateways, elements: tuple[Element, ...], base: dict[str, BaseObjects]) -> frozenset[Element]:
-    """Which elements are in their sets: the kernel is asked whether it would
-    delete them (checked, never committed), all at once and, if not all are
-    there, one by one."""
-    candidates = [e for e in elements if e.kind in base.get("ip" if e.addr.version == 4 else "ip6", _NONE).sets]
-    if not candidates:
-        return frozenset()
-    if gw.nft.accepts(_deletes(candidates))[0]:
-        return frozenset(candidates)
+    """Which elements are in their sets: one lookup each (a set that does not
+    exist holds nothing; a lookup that fails raises)."""
     present = set()
-    for element in candidates:
-        ok, why = gw.nft.accepts(_deletes([element]))
-        if ok:
+    for element in elements:
+        family = "ip" if element.addr.version == 4 else "ip6"
+        if element.kind not in base.get(family, _NONE).sets:
+            continue
+        if gw.nft.has_element(family, QUBES_TABLE, element.kind, str(element.addr), element.ifname):
             present.add(element)
-        elif ABSENT not in why:
-            raise ApplyError(f"cannot read set {element.kind}: {why}")
     return frozenset(present)
 
 
 _NONE = BaseObjects(False, frozenset(), frozenset())
 
 
-def _deletes(elements: list[Element]) -> list[dict[str, object]]:
-    return [cmd for cmd in build_elements(elements, present=False) if "delete" in cmd]
-
-
 def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environment) -> Observed:
     """The kernel's state of every object ``state`` names, on ``link``."""
     families = FAMILIES if env.ipv6_kernel else FAMILIES[:1]
-    base, flow_table = _read_base(gw, families)
+    base, flow_table = _read_base(gw, families, state.flowtable)
     elements = _present_elements(gw, state.elements, base)
 
     sysctls: dict[str, str | None] = {}

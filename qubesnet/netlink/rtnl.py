@@ -282,16 +282,15 @@ class Rtnl:
     def list_permanent_neighbours(self, index: int) -> list[tuple[IPAddress, str | None]]:
         """The permanent neighbour entries of one interface, as (address, MAC)."""
         found = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            msg = ndmsg()
-            msg["family"] = family
-            # A filter, with NETLINK_GET_STRICT_CHK (the header's ifindex must stay 0).
-            msg["attrs"] = [("NDA_IFINDEX", index)]
-            answers = self._nl.request(msg, RTM_GETNEIGH, NLM_F_DUMP, f"list neighbours of {index}", _decode(ndmsg))
-            for answer in answers:
-                dst = answer.get_attr("NDA_DST")
-                if answer["ifindex"] == index and answer["state"] & NUD_PERMANENT and dst:
-                    found.append((ip_address(dst), answer.get_attr("NDA_LLADDR")))
+        msg = ndmsg()
+        msg["family"] = socket.AF_UNSPEC  # both families, one dump
+        # A filter, with NETLINK_GET_STRICT_CHK (the header's ifindex must stay 0).
+        msg["attrs"] = [("NDA_IFINDEX", index)]
+        answers = self._nl.request(msg, RTM_GETNEIGH, NLM_F_DUMP, f"list neighbours of {index}", _decode(ndmsg))
+        for answer in answers:
+            dst = answer.get_attr("NDA_DST")
+            if answer["ifindex"] == index and answer["state"] & NUD_PERMANENT and dst:
+                found.append((ip_address(dst), answer.get_attr("NDA_LLADDR")))
         return found
 
     def _neigh_msg(self, index: int, addr: IPAddress, mac: str | None) -> ndmsg:

@@ -15,13 +15,11 @@ import pytest
 
 from qubesnet.errors import ApplyError
 from qubesnet.netlink.rtnl import HostRoute
-from qubesnet.nft import ABSENT
 from tests.unit.test_describe import ENV, GW, GW6, V4, V6, inputs
 from tests.unit.test_diff import NO_NS, configured
 from vif_route_qubes.describe import describe
 from vif_route_qubes.diff import plan_offline, plan_online
 from vif_route_qubes.gateways import Gateways
-from vif_route_qubes.nftplan import build_elements
 from vif_route_qubes.observe import read_observed
 from vif_route_qubes.state import Address, Element, Link, Route, VifState
 from vif_route_qubes.steps import AddressChange, NftChange
@@ -51,10 +49,10 @@ def _key(command: Any) -> str:
 
 
 class FakeNft:
-    """The full base layout; the kernel accepts a delete exactly of the elements present."""
+    """The full base layout; a lookup finds exactly the elements present."""
 
-    def __init__(self, present: set[Element], refuse: str = ABSENT) -> None:
-        self.deletable = {_key(c) for c in build_elements(present, present=False) if "delete" in c}
+    def __init__(self, present: set[Element], refuse: str | None = None) -> None:
+        self.present = {(e.kind, str(e.addr), e.ifname) for e in present}
         self.refuse = refuse
 
     def query(self, command: dict[str, Any], *, terse: bool = False) -> list[dict[str, Any]]:
@@ -70,10 +68,10 @@ class FakeNft:
             return [{"table": {"family": f, "name": "qubes"}} for f in families]
         raise AssertionError(f"unexpected query {command}")
 
-    def accepts(self, commands: list[Any]) -> tuple[bool, str]:
-        if all(_key(c) in self.deletable for c in commands):
-            return True, ""
-        return False, f"Could not process rule: {self.refuse}"
+    def has_element(self, family: str, table: str, set_name: str, addr: str, ifname: str | None = None) -> bool:
+        if self.refuse is not None:
+            raise ApplyError(f"cannot read set {set_name}: {self.refuse}")
+        return (set_name, addr, ifname) in self.present
 
 
 class FakeSysctl:
@@ -149,7 +147,7 @@ def test_set_elements_are_read_one_by_one_when_not_all_are_there() -> None:
     assert added == {("allowed", "ip6"), ("downstream", "ip6")}
 
 
-def test_all_elements_present_are_read_in_one_probe() -> None:
+def test_all_elements_present_are_read_as_present() -> None:
     state = state_()
     obs = observe(FakeRtnl({}, []), FakeNft(set(state.elements)))
     assert obs.elements == frozenset(state.elements)
