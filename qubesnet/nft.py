@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 _shared: dict[int, Any] = {}  # network namespace inode -> libnftables context
 # libnftables reports the kernel's errno only as its strerror text.
 ABSENT = os.strerror(errno.ENOENT)
+# The ruleset changed while the kernel answered (another event committed):
+# the kernel asks to ask again.
+AGAIN = os.strerror(errno.EINTR)
+ATTEMPTS = 20
 
 
 def _one_line(error: object) -> str:
@@ -92,7 +96,10 @@ class Nft:
         if terse:
             self._ctx.set_terse_output(True)
         try:
-            rc, output, error = self._ctx.json_cmd(transaction([command]))
+            for _ in range(ATTEMPTS):
+                rc, output, error = self._ctx.json_cmd(transaction([command]))
+                if rc == 0 or AGAIN not in str(error):
+                    break
         finally:
             if terse:
                 self._ctx.set_terse_output(False)
@@ -114,12 +121,15 @@ class Nft:
         by a strict pattern, addresses by ipaddress), and it only reads.
         """
         key = f'"{ifname}" . {addr}' if ifname is not None else addr
-        rc, _output, error = self._ctx.cmd(f"get element {family} {table} {set_name} {{ {key} }}")
-        if rc == 0:
-            return True
-        message = _one_line(error)
-        if ABSENT in message:
-            return False
+        for _ in range(ATTEMPTS):
+            rc, _output, error = self._ctx.cmd(f"get element {family} {table} {set_name} {{ {key} }}")
+            if rc == 0:
+                return True
+            message = _one_line(error)
+            if ABSENT in message:
+                return False
+            if AGAIN not in message:
+                break
         raise ApplyError(f"cannot read set {set_name}: {message or f'error {rc}'}")
 
     def accepts(self, commands: list[Json]) -> tuple[bool, str]:

@@ -50,3 +50,27 @@ def test_a_listing_of_something_absent_is_none_and_a_failed_one_raises() -> None
     assert Nft(context=FakeContext(1, "Error: No such file or directory")).query(command) is None
     with pytest.raises(ApplyError, match="cannot list"):
         Nft(context=FakeContext(1, "Error: Operation not permitted")).query(command)
+
+
+class ChangingRuleset(FakeContext):
+    """The kernel answers EINTR while other transactions commit, then the answer."""
+
+    def __init__(self, busy: int, rc: int, error: str = "") -> None:
+        super().__init__(rc, error)
+        self.busy = busy
+
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        self.commands.append(text)
+        if self.busy:
+            self.busy -= 1
+            return 1, "", "Error: Could not process rule: Interrupted system call"
+        return self.answer
+
+
+def test_a_lookup_interrupted_by_another_commit_is_asked_again() -> None:
+    ctx = ChangingRuleset(3, 0)
+    assert Nft(context=ctx).has_element("ip", "qubes", "downstream", "10.137.0.12")
+    assert len(ctx.commands) == 4
+    never = ChangingRuleset(10**6, 0)
+    with pytest.raises(ApplyError, match="Interrupted system call"):
+        Nft(context=never).has_element("ip", "qubes", "downstream", "10.137.0.12")
