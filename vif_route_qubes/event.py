@@ -205,7 +205,7 @@ def _offline(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
     env = read_environment(gw, inp)
     state = describe(inp, env)
     ns = read_namespace(gw, None, namespace_name(inp.ifname), inp.ifname, peer_name(inp.ifname), inp)
-    plan = plan_offline(state, read_observed(gw, state, env.link, env), ns)
+    plan = plan_offline(state, read_observed(gw, state, env.link, env, others=True), ns)
     for note in plan.notes:
         log.info("%s", note)
     errors = applier.apply_best_effort(plan.steps)
@@ -229,6 +229,6 @@ def _remove_downstream(applier: Applier, gw: Gateways, inp: VifInputs) -> None:
     state = describe(inp, env)
     state = state._replace(elements=tuple(Element(SET_DOWNSTREAM, a) for a in inp.addresses.used), routes=(),
                            neighbours=(), addresses=(), sysctls=())
-    errors = applier.apply_best_effort(plan_removal(state, read_observed(gw, state, None, env)))
+    errors = applier.apply_best_effort(plan_removal(state, read_observed(gw, state, None, env, others=True)))
     if errors:
         raise ApplyError(errors[0])

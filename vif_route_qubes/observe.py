@@ -140,8 +140,13 @@ def _present_elements(gw: Gateways, elements: tuple[Element, ...], base: dict[st
 _NONE = BaseObjects(False, frozenset(), frozenset())
 
 
-def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environment) -> Observed:
-    """The kernel's state of every object ``state`` names, on ``link``."""
+def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environment, *,
+                  others: bool = False) -> Observed:
+    """The kernel's state of every object ``state`` names, on ``link``.
+
+    ``others``: also which client addresses another interface routes (what
+    offline needs to keep ``downstream``); this lists the routing table.
+    """
     families = FAMILIES if env.ipv6_kernel else FAMILIES[:1]
     base, flow_table = _read_base(gw, families, state.flowtable)
     elements = _present_elements(gw, state.elements, base)
@@ -154,14 +159,14 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
 
     routes: set[Route] = set()
     elsewhere: set[IPAddress] = set()
-    wanted_routes = {r.dst: r for r in state.routes}
+    wanted_routes = set(state.routes)
     try:
-        for addr in dict.fromkeys((*state.client_addresses, *(r.dst for r in state.routes))):
-            for found in gw.rtnl.host_routes_to(addr):
-                if link is not None and found.oif == link.ifindex:
-                    if addr in wanted_routes and found.metric == wanted_routes[addr].metric:
-                        routes.add(wanted_routes[addr])
-                else:
+        if link is not None and wanted_routes:
+            routes = {Route(dst, metric) for dst, metric in gw.rtnl.host_routes_on(link.ifindex)} & wanted_routes
+        if others:
+            # One dump of the table per address: only offline needs it.
+            for addr in state.client_addresses:
+                if any(link is None or found.oif != link.ifindex for found in gw.rtnl.host_routes_to(addr)):
                     elsewhere.add(addr)
         neighbours: set[Neighbour] = set()
         addresses: set[Address] = set()

@@ -277,6 +277,27 @@ class Rtnl:
             found.append(HostRoute(answer.get_attr("RTA_OIF"), answer.get_attr("RTA_PRIORITY") or 0))
         return found
 
+    def host_routes_on(self, index: int) -> list[tuple[IPAddress, int]]:
+        """The host routes (/32, /128) of the main table through one interface, as (destination, metric).
+
+        The kernel filters the dump by device (NETLINK_GET_STRICT_CHK): the
+        cost follows the interface's routes, not the table's size.
+        """
+        found = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            msg = rtmsg()
+            msg["family"] = family
+            msg["table"] = RT_TABLE_MAIN
+            msg["attrs"] = [("RTA_OIF", index)]
+            answers = self._nl.request(msg, RTM_GETROUTE, NLM_F_DUMP, f"list routes of {index}", _decode(rtmsg))
+            for answer in answers:
+                dst = answer.get_attr("RTA_DST")
+                table = answer.get_attr("RTA_TABLE") or answer["table"]
+                if (dst and answer.get_attr("RTA_OIF") == index and table == RT_TABLE_MAIN
+                        and answer["dst_len"] == (32 if family == socket.AF_INET else 128)):
+                    found.append((ip_address(dst), answer.get_attr("RTA_PRIORITY") or 0))
+        return found
+
     # --- neighbours ---
 
     def list_permanent_neighbours(self, index: int) -> list[tuple[IPAddress, str | None]]:

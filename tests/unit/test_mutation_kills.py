@@ -37,6 +37,9 @@ class FakeRtnl:
     def host_routes_to(self, addr: Any) -> list[HostRoute]:
         return self.routes.get(str(addr), [])
 
+    def host_routes_on(self, index: int) -> list[tuple[Any, int]]:
+        return [(ip_address(dst), r.metric) for dst, found in self.routes.items() for r in found if r.oif == index]
+
     def list_permanent_neighbours(self, index: int) -> list[tuple[Any, str | None]]:
         return []
 
@@ -93,7 +96,7 @@ def state_() -> VifState:
 
 
 def observe(rtnl: FakeRtnl, nft: FakeNft) -> Any:
-    return read_observed(gateways(rtnl, nft), state_(), LINK, ENV)
+    return read_observed(gateways(rtnl, nft), state_(), LINK, ENV, others=True)
 
 
 # --- mutant offline-removes-unowned-addresses ---
@@ -119,7 +122,7 @@ def test_an_address_a_hook_put_on_the_vif_never_reads_as_ours() -> None:
 def test_a_host_route_through_another_interface_is_reported_and_keeps_downstream() -> None:
     state = state_()
     routes = {str(V4): [HostRoute(OTHER_VIF, 32739)], str(V6): [HostRoute(LINK.ifindex, 32740)]}
-    obs = read_observed(gateways(FakeRtnl(routes, []), FakeNft(set(state.elements))), state, LINK, ENV)
+    obs = read_observed(gateways(FakeRtnl(routes, []), FakeNft(set(state.elements))), state, LINK, ENV, others=True)
     assert obs.routed_elsewhere == frozenset({V4})
     assert obs.routes == frozenset({Route(V6, 32740)})
     (nft,) = [s for s in plan_offline(state, obs, NO_NS).steps if isinstance(s, NftChange)]
@@ -156,3 +159,13 @@ def test_all_elements_present_are_read_as_present() -> None:
 def test_a_set_that_cannot_be_read_fails_instead_of_reading_as_empty() -> None:
     with pytest.raises(ApplyError, match="cannot read set"):
         observe(FakeRtnl({}, []), FakeNft(set(), refuse="Operation not permitted"))
+
+
+def test_online_does_not_list_the_routing_table() -> None:
+    """What other interfaces route matters to offline only: online's cost stays flat."""
+    class Counting(FakeRtnl):
+        def host_routes_to(self, addr: Any) -> list[HostRoute]:
+            raise AssertionError("online listed the whole routing table")
+
+    obs = read_observed(gateways(Counting({}, []), FakeNft(set())), state_(), LINK, ENV)
+    assert obs.routed_elsewhere == frozenset()
