@@ -21,7 +21,12 @@ from .nftjson import Json, transaction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ipaddress import IPv4Address, IPv6Address
     from typing import Any
+
+    from .netlink.nftset import SetLookup
+
+    IPAddress = IPv4Address | IPv6Address
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class Nft:
     def __init__(self, dry_run: bool = False, *, context: Any = None) -> None:
         self._ctx = context if context is not None else _new_context()
         self.dry_run = dry_run
+        self._lookup: SetLookup | None = None  # made on first use, in this namespace
 
     @classmethod
     def shared(cls, dry_run: bool = False) -> Nft:
@@ -112,25 +118,22 @@ class Nft:
             return []
         return [item for item in output.get("nftables", []) if "metainfo" not in item]
 
-    def has_element(self, family: str, table: str, set_name: str, addr: str, ifname: str | None = None) -> bool:
-        """Whether the set holds the element ``addr`` (``ifname . addr`` with an interface name).
+    def has_element(self, family: str, table: str, set_name: str, addr: IPAddress, ifname: str | None = None) -> bool:
+        """Whether the set holds ``addr`` (``ifname . addr`` with an interface name).
 
-        One lookup of that element in the kernel, whatever the set's size.
-        libnftables 1.0 has no JSON form of ``get element``: the command is
-        text, built only from values the caller validated (interface names
-        by a strict pattern, addresses by ipaddress), and it only reads.
+        One lookup of that key in the kernel, whatever the set's size (see
+        qubesnet.netlink.nftset: libnftables' own lookup lists the whole set
+        when the element is missing).
         """
-        key = f'"{ifname}" . {addr}' if ifname is not None else addr
-        for _ in range(ATTEMPTS):
-            rc, _output, error = self._ctx.cmd(f"get element {family} {table} {set_name} {{ {key} }}")
-            if rc == 0:
-                return True
-            message = _one_line(error)
-            if ABSENT in message:
-                return False
-            if AGAIN not in message:
-                break
-        raise ApplyError(f"cannot read set {set_name}: {message or f'error {rc}'}")
+        from .netlink.nftset import SetLookup, element_key
+        from .netlink.nlsock import NetlinkError
+
+        if self._lookup is None:
+            self._lookup = SetLookup()
+        try:
+            return self._lookup.has(family, table, set_name, element_key(addr.packed, ifname))
+        except NetlinkError as exc:
+            raise ApplyError(f"cannot read set {set_name}: {exc.strerror}") from exc
 
     def accepts(self, commands: list[Json]) -> tuple[bool, str]:
         """Whether the kernel would apply ``commands`` (checked, then aborted), and why not.

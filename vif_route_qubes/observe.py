@@ -132,7 +132,7 @@ def _present_elements(gw: Gateways, elements: tuple[Element, ...], base: dict[st
         family = "ip" if element.addr.version == 4 else "ip6"
         if element.kind not in base.get(family, _NONE).sets:
             continue
-        if gw.nft.has_element(family, QUBES_TABLE, element.kind, str(element.addr), element.ifname):
+        if gw.nft.has_element(family, QUBES_TABLE, element.kind, element.addr, element.ifname):
             present.add(element)
     return frozenset(present)
 

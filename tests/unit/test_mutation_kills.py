@@ -71,10 +71,10 @@ class FakeNft:
             return [{"table": {"family": f, "name": "qubes"}} for f in families]
         raise AssertionError(f"unexpected query {command}")
 
-    def has_element(self, family: str, table: str, set_name: str, addr: str, ifname: str | None = None) -> bool:
+    def has_element(self, family: str, table: str, set_name: str, addr: Any, ifname: str | None = None) -> bool:
         if self.refuse is not None:
             raise ApplyError(f"cannot read set {set_name}: {self.refuse}")
-        return (set_name, addr, ifname) in self.present
+        return (set_name, str(addr), ifname) in self.present
 
 
 class FakeSysctl:
