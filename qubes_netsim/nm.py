@@ -220,7 +220,11 @@ class SimNetworkManager:
         # records each run (the dispatcher action, its exit status) and passes
         # the status on, so the hook sees exactly what the tool said.
         # PYTHONPATH: the code under test, as in SimNetvm.env().
-        tool = " ".join(_quote(arg) for arg in ["env", f"PYTHONPATH={SOURCE_ROOT}", *self.tool_argv])
+        # The program resolved here, outside the namespace: the path an
+        # installed package gives it may be a symlink through the very path
+        # this wrapper takes over in there (the wrapper would run itself).
+        program = os.path.realpath(self.tool_argv[0])
+        tool = " ".join(_quote(arg) for arg in ["env", f"PYTHONPATH={SOURCE_ROOT}", program, *self.tool_argv[1:]])
         self._write("setup-dnat-wrapper", (
             "#!/bin/sh\n"
             f"{tool} \"$@\" 2>>{_quote(os.path.join(self.dir, 'tool.stderr'))}\n"
