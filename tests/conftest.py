@@ -1,9 +1,11 @@
 """Shared test configuration.
 
 Tests under tests/integration and tests/reliability build networks in
-namespaces (the fixtures below) and need root, iproute2 and nftables. Where those are missing they are skipped with the
-reason, unless QUBES_REQUIRE_NETNS=1 (set by .ci/run): then the run fails,
-so that CI can never pass without the namespace tier having run.
+namespaces (the fixtures below) and need root, iproute2 and nftables; the
+NetworkManager tests need Debian's network-manager too. Where those are
+missing the tests are not collected, and the run ends saying how many and
+why ("NOT RUN HERE"), unless QUBES_REQUIRE_NETNS=1 (make test, .ci/run):
+then the run fails, so that CI can never pass without them having run.
 """
 
 from __future__ import annotations
@@ -46,19 +48,38 @@ def xenstore_utils_unavailable() -> str | None:
     return f"xenstore-utils tests need {', '.join(missing)} (Debian: xenstore-utils)" if missing else None
 
 
+def networkmanager_unavailable() -> str | None:
+    from qubes_netsim import nm
+
+    return netns_unavailable() or nm.unavailable()
+
+
+NOT_RUN: list[str] = []  # what was left out here and why, said at the end of the run
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests this machine cannot run are not collected (and said so at the end);
+    with QUBES_REQUIRE_NETNS=1 (make test, CI) that fails the run instead."""
     for item in items:
         if any(f"{os.sep}{tier}{os.sep}" in str(item.path) for tier in ("integration", "reliability")):
             item.add_marker(pytest.mark.netns)
-    for marker, check in (("netns", netns_unavailable), ("xenstore_utils", xenstore_utils_unavailable)):
+    checks = (("netns", netns_unavailable), ("xenstore_utils", xenstore_utils_unavailable),
+              ("networkmanager", networkmanager_unavailable))
+    for marker, check in checks:
         marked = [item for item in items if item.get_closest_marker(marker)]
         reason = check() if marked else None
         if reason is None:
             continue
         if REQUIRE_NETNS:
             raise pytest.UsageError(f"QUBES_REQUIRE_NETNS=1 (CI) but {reason}")
-        for item in marked:
-            item.add_marker(pytest.mark.skip(reason=reason))  # netns tier cannot run here
+        config.hook.pytest_deselected(items=marked)
+        items[:] = [item for item in items if item not in marked]
+        NOT_RUN.append(f"{len(marked)} tests not run: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in NOT_RUN:
+        terminalreporter.write_line(f"NOT RUN HERE: {line}", yellow=True)
 
 
 # --- the simulated netvm, for the namespace tiers ---------------------------
