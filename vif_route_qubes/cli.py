@@ -182,18 +182,27 @@ def _admin(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
 
-def _admin_gateways(args: argparse.Namespace, xs: XenStore) -> Gateways:
-    from qubesnet.netlink.ctnl import Conntrack
+def _gateways(args: argparse.Namespace, conntrack: Conntrack, status: HotplugStatus) -> Gateways:
+    """The real gateways of this namespace (imported here: after an event has
+    started its conntrack purge, and only by the commands that touch the kernel)."""
     from qubesnet.netlink.rtnl import Rtnl
     from qubesnet.nft import Nft
     from qubesnet.sysctl import Sysctl
 
-    from .gateways import Gateways, namespaces_gateway, recording
+    from .gateways import Gateways, namespaces_gateway
     from .hooks import Hooks
 
-    gw = Gateways(rtnl=Rtnl(), nft=Nft.shared(), sysctl=Sysctl(), conntrack=Conntrack(),
-                  hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT), status=HotplugStatus(xs, ""),
-                  namespaces=namespaces_gateway())
+    return Gateways(rtnl=Rtnl(), nft=Nft.shared(), sysctl=Sysctl(), conntrack=conntrack,
+                    hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT), status=status, namespaces=namespaces_gateway())
+
+
+def _admin_gateways(args: argparse.Namespace, xs: XenStore) -> Gateways:
+    from qubesnet.netlink.ctnl import Conntrack
+
+    from .gateways import recording
+
+    # reconcile never reports hotplug-status: a status gateway for no vif
+    gw = _gateways(args, Conntrack(), HotplugStatus(xs, ""))
     if args.dry_run:
         gw = recording(gw, lambda line: log.debug("dry run, not done: %s", line))
     return gw
@@ -237,23 +246,7 @@ def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugSta
         return QubesDB.open(qubesdb_address(os.environ), args.timeout)
 
     def make_gateways(conntrack: Conntrack) -> Gateways:
-        # Imported here, after the event has started its conntrack purge.
-        from qubesnet.netlink.rtnl import Rtnl
-        from qubesnet.nft import Nft
-        from qubesnet.sysctl import Sysctl
-
-        from .gateways import Gateways, namespaces_gateway
-        from .hooks import Hooks
-
-        gw = Gateways(
-            rtnl=Rtnl(),
-            nft=Nft.shared(),
-            sysctl=Sysctl(),
-            conntrack=conntrack,
-            hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT),
-            status=status,
-            namespaces=namespaces_gateway(),
-        )
+        gw = _gateways(args, conntrack, status)
         keep_until_exit(gw)  # sockets stay open until the process ends (see qubesnet.leave)
         return gw
 

@@ -6,10 +6,9 @@ was mapped, while the machinery itself loads only for the vifs that are.
 
 from __future__ import annotations
 
-import os
 from ipaddress import IPv4Network
 
-from qubesnet.constants import HIDDEN_NETWORK, NETNS_DIR
+from qubesnet.constants import HIDDEN_NETWORK
 
 # Qubes gives disposable VMs with hidden addresses their real address in
 # this range: for these, a missing mapping is worth waiting for.
@@ -25,8 +24,3 @@ def peer_name(ifname: str) -> str:
     name = f"{ifname}-p"
     return name if len(name) < 16 else "to-netvm"
 
-
-def namespace_exists(ifname: str) -> bool:
-    """Whether the vif has a namespace (iproute2's named namespaces; the
-    same test as qubesnet.netns.exists, without loading that module)."""
-    return os.path.exists(os.path.join(NETNS_DIR, namespace_name(ifname)))

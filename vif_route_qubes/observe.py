@@ -203,15 +203,23 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
     )
 
 
+def read_set_elements(gw: Gateways, family: str, name: str) -> list[tuple[str | None, IPAddress]]:
+    """Every element of one of our sets, as (interface or None, address): a
+    listing of the whole set, for the rare paths that need it."""
+    listing = gw.nft.query({"list": {"set": {"family": family, "table": QUBES_TABLE, "name": name}}})
+    found: list[tuple[str | None, IPAddress]] = []
+    for elem in (e for item in listing or [] for e in item.get("set", {}).get("elem", [])):
+        pair = elem.get("concat") if isinstance(elem, dict) else None
+        if isinstance(pair, list) and len(pair) == 2:
+            found.append((str(pair[0]), ip_address(pair[1])))
+        elif isinstance(elem, str):
+            found.append((None, ip_address(elem)))
+    return found
+
+
 def read_allowed_addresses(gw: Gateways, ifname: str) -> AddressList:
     """Addresses paired with ``ifname`` in ``allowed``: offline's source when
     XenStore no longer has the ``ip`` key (this lists the whole set)."""
-    found: list[str] = []
-    for family in FAMILIES:
-        listing = gw.nft.query({"list": {"set": {"family": family, "table": QUBES_TABLE, "name": SET_ALLOWED}}})
-        for item in listing or []:
-            for elem in item.get("set", {}).get("elem", []):
-                pair = elem.get("concat") if isinstance(elem, dict) else None
-                if isinstance(pair, list) and len(pair) == 2 and pair[0] == ifname:
-                    found.append(str(ip_address(pair[1])))
+    found = [str(addr) for family in FAMILIES for name, addr in read_set_elements(gw, family, SET_ALLOWED)
+             if name == ifname]
     return parse_address_list("allowed set", " ".join(found))

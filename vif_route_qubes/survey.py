@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import re
-from ipaddress import ip_address
 from typing import NamedTuple
 
-from qubesnet.constants import FAMILIES, NETNS_DIR, QUBES_TABLE, SET_ALLOWED, SET_DOWNSTREAM, VIF_GROUP
+from qubesnet.constants import FAMILIES, NETNS_DIR, SET_ALLOWED, SET_DOWNSTREAM, VIF_GROUP
 from qubesnet.errors import QubesNetError
 from qubesnet.qubesdb import QubesDB
 from qubesnet.validate import VIF_RE, IPAddress, decode_text, parse_vif_name
@@ -24,6 +23,7 @@ from qubesnet.xenstore import XenStore
 from .gateways import Gateways
 from .inputs import VifEnv, VifInputs, read_inputs
 from .mapped_names import namespace_name, peer_name
+from .observe import read_set_elements
 from .verdicts import Verdict, drift_of
 
 BACKEND = "backend/vif"
@@ -113,11 +113,6 @@ class Inventory(NamedTuple):
     namespaces: set[str]  # ``-nat`` namespaces
 
 
-def _set_elements(gw: Gateways, family: str, name: str) -> list[object]:
-    listing = gw.nft.query({"list": {"set": {"family": family, "table": QUBES_TABLE, "name": name}}})
-    return [e for item in listing or [] for e in item.get("set", {}).get("elem", [])]
-
-
 def read_inventory(gw: Gateways) -> Inventory:
     vif_like = [link for link in gw.rtnl.list_links() if VIF_RE.fullmatch(link.name) or link.group == VIF_GROUP]
     links = {link.name: (link.up, link.group) for link in vif_like}
@@ -128,13 +123,10 @@ def read_inventory(gw: Gateways) -> Inventory:
     allowed: dict[str, set[IPAddress]] = {}
     downstream: set[IPAddress] = set()
     for family in FAMILIES:
-        for elem in _set_elements(gw, family, SET_ALLOWED):
-            pair = elem.get("concat") if isinstance(elem, dict) else None
-            if isinstance(pair, list) and len(pair) == 2:
-                allowed.setdefault(str(pair[0]), set()).add(ip_address(pair[1]))
-        for elem in _set_elements(gw, family, SET_DOWNSTREAM):
-            if isinstance(elem, str):
-                downstream.add(ip_address(elem))
+        for name, addr in read_set_elements(gw, family, SET_ALLOWED):
+            if name is not None:
+                allowed.setdefault(name, set()).add(addr)
+        downstream |= {addr for _, addr in read_set_elements(gw, family, SET_DOWNSTREAM)}
     names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
     namespaces = {n for n in names if n.endswith(NAT_SUFFIX)}
     return Inventory(links, neighbours, addresses, proxy_arp, allowed, downstream, namespaces)

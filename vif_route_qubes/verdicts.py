@@ -45,8 +45,8 @@ def _nft(step: NftChange) -> list[str]:
                 addr = elem["concat"][1] if isinstance(elem, dict) else elem
                 found.append(f"missing {body['name']} {addr}")
         elif kind in ("table", "set", "chain"):
-            found.append(f"missing {kind} {body['family']} {body['table'] if kind != 'table' else ''} "
-                         f"{body.get('name', '')}".replace("  ", " ").strip())
+            where = [body["family"], body.get("table"), body.get("name")]
+            found.append(" ".join(["missing", kind, *(w for w in where if w)]))
         elif kind == "flowtable":
             found.append("not in the flowtable")
     return found
