@@ -11,14 +11,25 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
 from qubes_netsim.qubesdbd import QubesDBDouble
 from qubes_netsim.xenstored import XenStoreDouble
-from qubesnet.errors import ApplyError
+from qubesnet.errors import ApplyError, ConfigError
 from qubesnet.locks import KeyLocks, slot
 from qubesnet.qubesdb import QubesDB
+from qubesnet.validate import (
+    decode_text,
+    parse_address_list,
+    parse_host_address,
+    parse_vif_name,
+    parse_word,
+    parse_xenbus_path,
+    shown,
+    why_not_host,
+)
 from qubesnet.xenstore import XenStore
 from vif_route_qubes.cli import ExitCode, main
 from vif_route_qubes.inputs import parse_env, read_inputs
@@ -122,3 +133,69 @@ def test_a_failed_dry_run_writes_nothing(xsd: XenStoreDouble, argv: list[str]) -
     assert main(argv) == ExitCode.FAILURE
     assert xsd.read(f"{BASE}/hotplug-status") is None
     assert xsd.read(f"{BASE}/hotplug-error") is None
+
+
+# --- survivors of make mutation-sample (cosmic-ray) in qubesnet/validate.py -------
+
+
+def test_limits_are_inclusive() -> None:
+    """Kills ``>`` as ``>=`` (and XS_PATH_MAX - 1) in decode_text,
+    parse_xenbus_path and parse_address_list: a value of exactly the limit
+    passes, one more is refused."""
+    assert decode_text("k", b"a" * 10, limit=10) == "a" * 10
+    assert decode_text("k", "a" * 10, limit=10) == "a" * 10
+    for value in (b"a" * 11, "a" * 11):
+        with pytest.raises(ConfigError, match="at most 10"):
+            decode_text("k", value, limit=10)
+    path = "/".join(["a" * 1023, "a" * 1023, "a" * 1024])  # 3072 characters
+    assert len(path) == 3072 and parse_xenbus_path("k", path) == path
+    with pytest.raises(ConfigError):
+        parse_xenbus_path("k", path + "a")
+    eight = " ".join(f"10.137.0.{n}" for n in range(1, 9))
+    assert len(parse_address_list("k", eight).ignored) == 7
+    with pytest.raises(ConfigError, match="9 addresses given"):
+        parse_address_list("k", eight + " 10.137.0.9")
+
+
+def test_vif_name_of_fifteen_characters_is_the_longest() -> None:
+    """Kills ``len(value) >= IFNAMSIZ`` as ``>``: the kernel's names hold
+    15 characters and a NUL."""
+    assert parse_vif_name("k", "vif32752.123456").devid == 123456
+    with pytest.raises(ConfigError, match="bad interface name"):
+        parse_vif_name("k", "vif32752.1234567")
+
+
+def test_shown_cuts_after_64_characters() -> None:
+    """Kills SHOWN_MAX +- 1 and ``<=`` as ``<``."""
+    assert shown("a" * 64) == repr("a" * 64)
+    assert shown("a" * 65) == repr("a" * 64) + "... (65 characters)"
+
+
+def test_parse_word() -> None:
+    """Kills the negated condition of parse_word (not reached by the inputs tests)."""
+    assert parse_word("k", "vif") == "vif"
+    with pytest.raises(ConfigError, match="bad value"):
+        parse_word("k", "a b")
+
+
+def test_reserved_ipv6_outside_the_first_block_is_a_host() -> None:
+    """Kills ``is_reserved and in ::/8`` with ``or``: Python calls much of the
+    not yet allocated unicast space reserved (4000::/3...); only ::/8 is
+    refused."""
+    assert why_not_host(IPv6Address("4000::1")) is None
+    assert why_not_host(IPv6Address("::1:2:3")) == "a reserved IPv6 address"
+
+
+@pytest.mark.parametrize("value", ["", "10.137.0.5/32", "fe80::1%eth0"])
+def test_prefix_zone_or_nothing_is_not_a_single_address(value: str) -> None:
+    """Kills ``or`` as ``and`` in parse_host_address's first check: each
+    of these gets the message that says what is expected."""
+    with pytest.raises(ConfigError, match="expected a single host address"):
+        parse_host_address("k", value)
+
+
+def test_a_second_ipv4_address_is_never_taken_for_ipv6() -> None:
+    """Kills ``isinstance(addr, IPv6Address) and ipv6 is None`` with ``or``."""
+    got = parse_address_list("k", "10.137.0.5 10.137.0.6")
+    assert got.ipv4 == IPv4Address("10.137.0.5") and got.ipv6 is None
+    assert got.ignored == (IPv4Address("10.137.0.6"),)
