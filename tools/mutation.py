@@ -91,6 +91,7 @@ U_MAPPED = "tests/unit/test_mapped.py"
 U_CLI = "tests/unit/test_cli.py"
 N_DNS = "tests/integration/test_dnat_dns.py"
 N_MAPPED_ALL = "tests/integration/test_vif_mapped.py"
+N_MAPPED_ICMP = N_MAPPED_ALL + "::test_icmp_errors_that_reveal_the_real_address_never_reach_the_client"
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ MUTANTS: tuple[Mutant, ...] = (
            MAPPED,
            '[j.match(j.payload("icmp", "type"), j.anon_set(*ICMP_ERRORS_REVEALING[1:])), j.COUNTER, j.DROP],\n',
            "",
-           (U_MAPPED,), (N_MAPPED_ALL,)),
+           (U_MAPPED,), (N_MAPPED_ICMP,)),
     mutant("mapped-frag-needed-dropped", "ICMP fragmentation-needed is dropped too (path MTU discovery breaks)",
            MAPPED, '         j.match(j.payload("icmp", "code"), "frag-needed", op="!="), j.COUNTER, j.DROP],',
            "         j.COUNTER, j.DROP],",
