@@ -92,6 +92,7 @@ U_CLI = "tests/unit/test_cli.py"
 N_DNS = "tests/integration/test_dnat_dns.py"
 N_MAPPED_ALL = "tests/integration/test_vif_mapped.py"
 N_MAPPED_ICMP = N_MAPPED_ALL + "::test_icmp_errors_that_reveal_the_real_address_never_reach_the_client"
+N_MAPPED_PMTU = N_MAPPED_ALL + "::test_fragmentation_needed_reaches_the_client"
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,7 @@ MUTANTS: tuple[Mutant, ...] = (
     mutant("mapped-frag-needed-dropped", "ICMP fragmentation-needed is dropped too (path MTU discovery breaks)",
            MAPPED, '         j.match(j.payload("icmp", "code"), "frag-needed", op="!="), j.COUNTER, j.DROP],',
            "         j.COUNTER, j.DROP],",
-           (U_MAPPED,), (N_MAPPED_ALL,)),
+           (U_MAPPED,), (N_MAPPED_PMTU,)),
     mutant("mapped-hiding-ignored", "hide-netvm's drop of the netvm's addresses is never installed",
            MAPPED, "    if m.hide:\n", "    if False:\n",
            (U_MAPPED,), (N_MAPPED_ALL,)),

@@ -282,3 +282,18 @@ def test_icmp_errors_that_reveal_the_real_address_never_reach_the_client(mapped:
     out = client.ns.run(["ping", "-n", "-c", "1", "-W", "1", "-t", "1", UPSTREAM], check=False).stdout
     assert "exceeded" not in out.lower(), out
     assert _drops_of_revealing_icmp(client) > before, "no time-exceeded was dropped: did the netvm send one?"
+
+
+def test_fragmentation_needed_reaches_the_client(mapped: tuple[SimNetvm, Client]) -> None:
+    """ICMP "fragmentation needed" is let through the translation (path MTU
+    discovery): the netvm's uplink MTU is lowered, a client's 1400-byte
+    ping with DF set is answered by the netvm with that error, and the
+    client gets it. (Its embedded header still names the real source, so
+    the client's kernel does not cache the MTU for the visible one: ping,
+    which reads the error itself, sees it.)"""
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(UPSTREAM)
+    sim.netvm.sh("ip link set eth0 mtu 1300")
+    out = client.ns.run(["ping", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", "1400", UPSTREAM], check=False).stdout
+    assert "Frag needed and DF set (mtu = 1300)" in out, out
