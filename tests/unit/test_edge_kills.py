@@ -24,6 +24,7 @@ from qubesnet.validate import (
     decode_text,
     parse_address_list,
     parse_host_address,
+    parse_ipv6,
     parse_vif_name,
     parse_word,
     parse_xenbus_path,
@@ -199,3 +200,12 @@ def test_a_second_ipv4_address_is_never_taken_for_ipv6() -> None:
     got = parse_address_list("k", "10.137.0.5 10.137.0.6")
     assert got.ipv4 == IPv4Address("10.137.0.5") and got.ipv6 is None
     assert got.ignored == (IPv4Address("10.137.0.6"),)
+
+
+def test_parse_ipv6_refuses_link_local_unless_asked() -> None:
+    """Kills parse_ipv6's default ``allow_link_local=True``: only the
+    gateway6 key may be link-local (its callers ask); an IPv6 virtual DNS
+    address may not."""
+    with pytest.raises(ConfigError, match="link-local"):
+        parse_ipv6("k", "fe80::1")
+    assert parse_ipv6("k", "fe80::1", allow_link_local=True) == IPv6Address("fe80::1")
