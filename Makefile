@@ -14,9 +14,10 @@
 #                      validation, locks, mapped NAT, failure reporting), each
 #                      killed by the unit or the namespace tier (root; not in
 #                      make test)
-#   make mutation-sample  generated operator mutants of the pure DNS modules and
-#                      qubesnet/validate.py on the unit tier (cosmic-ray; minutes;
-#                      not in make test); docs/testing.md explains the survivors
+#   make mutation-sample  generated operator mutants of the pure DNS modules,
+#                      qubesnet/validate.py and the mapped NAT table on the unit
+#                      tier (cosmic-ray; minutes; not in make test);
+#                      docs/testing.md explains the survivors
 #   make install DESTDIR=... PREFIX=/usr
 #   make deb           the Debian package, checked by lintian (build/packages/)
 #   make rpm           the RPM package (build/packages/)

@@ -2,7 +2,8 @@
 
 The mutants come from cosmic-ray (a well-kept mutation tool from PyPI,
 installed in the venv by the ``test`` extra): every comparison, boolean,
-boundary and constant in the modules of ``GROUPS``, with the operators of
+boundary and constant in the modules of ``GROUPS`` (the DNS path's pure
+modules, qubesnet/validate.py, the mapped namespace's NAT table), with the operators of
 ``OPERATORS`` (docs/testing.md says why these). This script is only the
 glue cosmic-ray leaves to its user: a copy of the tree to mutate (cosmic-ray
 edits the files it mutates in place), one session per group with the unit
@@ -54,6 +55,9 @@ GROUPS = (
     Group("validate", ("qubesnet/validate.py",),
           ("tests/unit/test_validate.py", "tests/unit/test_inputs.py", "tests/unit/test_edge_kills.py",
            "tests/unit/test_dnat_plan.py", "tests/unit/test_cli.py")),
+    Group("mapped", ("vif_route_qubes/mapped.py", "vif_route_qubes/mapped_names.py"),
+          ("tests/unit/test_mapped.py", "tests/unit/test_describe.py", "tests/unit/test_diff.py",
+           "tests/unit/test_edge_kills.py")),
 )
 
 # Comparisons: negated (== and !=, < and >=, > and <=, is and is not) and

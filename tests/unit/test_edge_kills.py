@@ -1,6 +1,6 @@
-"""Tests written because a mutant of validation, inputs, locks or the command
-line's failure reporting in ``make mutation`` or ``make mutation-sample``
-survived (docs/testing.md).
+"""Tests written because a mutant of validation, inputs, locks, the command
+line's failure reporting or the mapped namespace's names and NAT table in
+``make mutation`` or ``make mutation-sample`` survived (docs/testing.md).
 
 Each names the mutant it kills.
 """
@@ -34,6 +34,8 @@ from qubesnet.validate import (
 from qubesnet.xenstore import XenStore
 from vif_route_qubes.cli import ExitCode, main
 from vif_route_qubes.inputs import parse_env, read_inputs
+from vif_route_qubes.mapped import MappedAddress, build_nat_table
+from vif_route_qubes.mapped_names import peer_name
 
 CTX = multiprocessing.get_context("fork")
 ENV = {"vif": "vif12.0", "XENBUS_PATH": "backend/vif/12/0"}
@@ -209,3 +211,28 @@ def test_parse_ipv6_refuses_link_local_unless_asked() -> None:
     with pytest.raises(ConfigError, match="link-local"):
         parse_ipv6("k", "fe80::1")
     assert parse_ipv6("k", "fe80::1", allow_link_local=True) == IPv6Address("fe80::1")
+
+
+# --- survivors of make mutation-sample (cosmic-ray) in the mapped namespace ------
+
+
+def test_the_peer_keeps_its_name_up_to_fifteen_characters() -> None:
+    """Kills ``len(name) < 16`` as ``< 15`` in peer_name."""
+    assert peer_name("vif12345.1234") == "vif12345.1234-p"  # 15 characters
+    assert peer_name("vif12345.12345") == "to-netvm"  # 16 would not fit
+
+
+def test_hidden_dns_through_the_visible_gateway_is_port_53_both_ways() -> None:
+    """Kills the port 53 +- 1 of the hiding rules: the client's queries to
+    the visible gateway's port 53 go to the virtual DNS address, and only
+    answers from its port 53 come back from the visible gateway."""
+    m = MappedAddress(IPv4Address("10.138.7.9"), IPv4Address("192.168.1.128"), IPv4Address("192.168.1.1"),
+                      IPv4Address("10.137.0.1"), (IPv4Address("10.137.0.1"),), IPv4Address("10.139.1.1"))
+    rules = [(c["add"]["rule"]["chain"], c["add"]["rule"]["expr"]) for c in build_nat_table(m, "vif12.0", "p")
+             if "rule" in c.get("add", {})]
+    ports = {(chain, e["match"]["left"]["payload"]["protocol"], e["match"]["left"]["payload"]["field"],
+              e["match"]["right"])
+             for chain, expr in rules for e in expr
+             if "match" in e and e["match"]["left"].get("payload", {}).get("field") in ("dport", "sport")}
+    assert ports == {("from-client", p, "dport", 53) for p in ("udp", "tcp")} | \
+        {("from-netvm", p, "sport", 53) for p in ("udp", "tcp")}
