@@ -187,6 +187,9 @@ def _session(group: Group, home: Path, tree: Path, started: float) -> tuple[int,
             code = source.splitlines()[line - 1].strip()
             mutant = mutated_line(source, m["operator_name"], m["occurrence"], line)
             survivors.append(Mutant(module, line, code, mutant, m.get("definition_name") or ""))
+    if tried and len(survivors) == tried:
+        raise HarnessError(f"{group.name}: not one of {tried} mutants was killed: is the copy's code what the tests "
+                           f"import? (PYTHONPATH={tree})")
     return tried, survivors, time.monotonic() - started
 
 
