@@ -1,7 +1,9 @@
-"""make mutation: hand-picked mutants of the vif core's decisions, each of which the tests must kill.
+"""make mutation: hand-picked mutants, each of which the tests must kill.
 
-Every mutant is one deliberate mistake in the planner, the applier, the
-description or the kernel reader (an exact snippet replaced by another),
+Every mutant is one deliberate mistake (an exact snippet replaced by
+another): in the vif core's planner, applier, description or kernel reader
+(MUTANTS), and beyond it (BREADTH: the DNS path, the dispatcher hook,
+validation, inputs, locks, the mapped NAT table, failure reporting),
 made in a temporary copy of the tree, never in the working tree. The copy's
 unit tests listed for the mutant run first; only if they all pass do the
 listed namespace-tier tests run (root: they build network namespaces).
@@ -68,31 +70,6 @@ N_ADMIN = "tests/integration/test_admin.py"
 U_SURVEY = "tests/unit/test_survey.py"
 SURVEY = "vif_route_qubes/survey.py"
 EVENT = "vif_route_qubes/event.py"
-UPSTREAMS = "setup_dnat_to_ns/upstreams.py"
-CHAIN = "setup_dnat_to_ns/chain.py"
-DERIVE = "setup_dnat_to_ns/derive.py"
-DNS_RUN = "setup_dnat_to_ns/run.py"
-NMHOOK = "dispatcher/qubes-nmhook"
-VALIDATE = "qubesnet/validate.py"
-INPUTS = "vif_route_qubes/inputs.py"
-LOCKS = "qubesnet/locks.py"
-MAPPED = "vif_route_qubes/mapped.py"
-CLI = "vif_route_qubes/cli.py"
-
-U_DNS_PLAN = "tests/unit/test_dnat_plan.py"
-U_DNS_DERIVE = "tests/unit/test_dnat_derive.py"
-U_DNS_KILLS = "tests/unit/test_dns_kills.py"
-U_GLUE = "tests/unit/test_glue.py"
-U_VALIDATE = "tests/unit/test_validate.py"
-U_INPUTS = "tests/unit/test_inputs.py"
-U_LOCKS = "tests/unit/test_locks.py"
-U_EDGE_KILLS = "tests/unit/test_edge_kills.py"
-U_MAPPED = "tests/unit/test_mapped.py"
-U_CLI = "tests/unit/test_cli.py"
-N_DNS = "tests/integration/test_dnat_dns.py"
-N_MAPPED_ALL = "tests/integration/test_vif_mapped.py"
-N_MAPPED_ICMP = N_MAPPED_ALL + "::test_icmp_errors_that_reveal_the_real_address_never_reach_the_client"
-N_MAPPED_PMTU = N_MAPPED_ALL + "::test_fragmentation_needed_reaches_the_client"
 
 
 @dataclass(frozen=True)
@@ -244,6 +221,39 @@ MUTANTS: tuple[Mutant, ...] = (
            EVENT, "skip = (ReportConnected,) if fresh else (ReportConnected, RunHooks, PurgeConntrack)",
            "skip = (ReportConnected,)",
            (), (N_ADMIN,)),
+)
+
+
+# --- issue 16: breadth beyond the vif core -------------------------------------------
+# (Kept apart from MUTANTS so that the two lists change independently.)
+
+UPSTREAMS = "setup_dnat_to_ns/upstreams.py"
+CHAIN = "setup_dnat_to_ns/chain.py"
+DERIVE = "setup_dnat_to_ns/derive.py"
+DNS_RUN = "setup_dnat_to_ns/run.py"
+NMHOOK = "dispatcher/qubes-nmhook"
+VALIDATE = "qubesnet/validate.py"
+INPUTS = "vif_route_qubes/inputs.py"
+LOCKS = "qubesnet/locks.py"
+MAPPED = "vif_route_qubes/mapped.py"
+CLI = "vif_route_qubes/cli.py"
+
+U_DNS_PLAN = "tests/unit/test_dnat_plan.py"
+U_DNS_DERIVE = "tests/unit/test_dnat_derive.py"
+U_DNS_KILLS = "tests/unit/test_dns_kills.py"
+U_GLUE = "tests/unit/test_glue.py"
+U_VALIDATE = "tests/unit/test_validate.py"
+U_INPUTS = "tests/unit/test_inputs.py"
+U_LOCKS = "tests/unit/test_locks.py"
+U_EDGE_KILLS = "tests/unit/test_edge_kills.py"
+U_MAPPED = "tests/unit/test_mapped.py"
+U_CLI = "tests/unit/test_cli.py"
+N_DNS = "tests/integration/test_dnat_dns.py"
+N_MAPPED_ALL = "tests/integration/test_vif_mapped.py"
+N_MAPPED_ICMP = N_MAPPED_ALL + "::test_icmp_errors_that_reveal_the_real_address_never_reach_the_client"
+N_MAPPED_PMTU = N_MAPPED_ALL + "::test_fragmentation_needed_reaches_the_client"
+
+BREADTH: tuple[Mutant, ...] = (
     # --- the DNS path (setup_dnat_to_ns) -------------------------------------------
     mutant("dns-link-servers-beside-global", "resolved's per-link servers are kept beside its global ones",
            UPSTREAMS, "    if any(not per_link for per_link, _ in servers):\n", "    if False:\n",
@@ -399,6 +409,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "    if False:\n        return  # a dry run writes nothing, not even its failure\n",
            (U_CLI, U_EDGE_KILLS), ()),
 )
+
+
+def all_mutants() -> tuple[Mutant, ...]:
+    return (*MUTANTS, *BREADTH)
 
 
 # --- the copy and its interpreter ---------------------------------------------
@@ -638,14 +652,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the namespace tier: which mutants does the unit tier alone kill? (not the check)")
     args = parser.parse_args(argv)
 
-    ids = [m.id for m in MUTANTS]
+    everything = all_mutants()
+    ids = [m.id for m in everything]
     if len(set(ids)) != len(ids):
         parser.error("duplicate mutant ids")
     if args.list:
-        for m in MUTANTS:
+        for m in everything:
             print(f"{m.id}: {m.description}")
         return 0
-    chosen = [m for m in MUTANTS if not args.only or m.id in args.only]
+    chosen = [m for m in everything if not args.only or m.id in args.only]
     if args.only and len(chosen) != len(set(args.only)):
         parser.error(f"unknown mutant id(s): {sorted(set(args.only) - set(ids))}")
     if args.check:

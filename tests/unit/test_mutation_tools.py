@@ -48,10 +48,11 @@ def test_a_row_matches_by_module_line_and_mutant_only() -> None:
 
 
 def test_every_curated_mutant_has_a_unique_id_and_somewhere_to_die() -> None:
-    ids = [m.id for m in mutation.MUTANTS]
-    assert len(ids) == len(set(ids))
-    assert all(m.unit or m.namespace for m in mutation.MUTANTS)
-    for m in mutation.MUTANTS:
+    everything = mutation.all_mutants()
+    ids = [m.id for m in everything]
+    assert len(ids) == len(set(ids)) and len(everything) == len(mutation.MUTANTS) + len(mutation.BREADTH)
+    assert all(m.unit or m.namespace for m in everything)
+    for m in everything:
         for test in m.unit + m.namespace:
             assert (ROOT / test.split("::")[0]).is_file(), (m.id, test)
     assert mutation_sample.DOC.is_file()
