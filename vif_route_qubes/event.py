@@ -14,7 +14,6 @@ and holds the locks.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -52,31 +51,6 @@ def lock_keys(inp: VifInputs) -> list[str]:
     return keys
 
 
-class EarlyPurge:
-    """The conntrack gateway, with a purge started before the locks.
-
-    The kernel's walk of its connection table overlaps the imports and
-    observations; the plan's purge step then takes its result. It is
-    idempotent and every online purges, so starting early loses nothing.
-    """
-
-    def __init__(self, conntrack: Conntrack, addrs: tuple[object, ...]) -> None:
-        from qubesnet.netlink.ctnl import PurgeInBackground
-
-        self._conntrack = conntrack
-        self._early = PurgeInBackground(conntrack, addrs) if addrs else None  # type: ignore[arg-type]
-
-    def purge(self, addrs: tuple[object, ...]) -> int:
-        early, self._early = self._early, None
-        count = early.result() if early is not None and early.addrs == addrs else self._conntrack.purge(addrs)  # type: ignore[arg-type]
-        if count:
-            log.info("purged %d stale conntrack entries", count)
-        return count
-
-    def close(self) -> None:
-        self._conntrack.close()
-
-
 def _read(command: str, env: VifEnv, xs: XenStore, open_qubesdb: Callable[[], QubesDB], opts: Options) -> VifInputs:
     if command == "online":
         with open_qubesdb() as qdb:
@@ -104,10 +78,9 @@ def run_event(
 
     from qubesnet.netlink.ctnl import Conntrack
 
-    conntrack = Conntrack()
-    ipv6 = os.path.exists("/proc/sys/net/ipv6")
-    early = tuple(a for a in inp.addresses.used if a.version == 4 or ipv6) if not opts.dry_run else ()
-    gw = make_gateways(EarlyPurge(conntrack, early))  # type: ignore[arg-type]
+    # The purge is a step of the plan, run under the locks: a connection
+    # made for an address while the event waited for its lock goes too.
+    gw = make_gateways(Conntrack())
     if opts.dry_run:
         from .gateways import recording
 
