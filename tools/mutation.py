@@ -67,7 +67,7 @@ N_KILLS = "tests/integration/test_vif_mutation_kills.py"
 N_ADMIN = "tests/integration/test_admin.py"
 U_SURVEY = "tests/unit/test_survey.py"
 SURVEY = "vif_route_qubes/survey.py"
-EVENT = "vif_route_qubes/event.py"
+VERDICTS = "vif_route_qubes/verdicts.py"
 
 
 @dataclass(frozen=True)
@@ -213,12 +213,11 @@ MUTANTS: tuple[Mutant, ...] = (
            "pass",
            (U_SURVEY,), (N_ADMIN,)),
     mutant("drift-reads-ok", "status calls a drifted vif ok",
-           SURVEY, 'verdict="drift" if drift else "ok"', 'verdict="ok"',
+           VERDICTS, 'return "drift" if drift else "ok"', 'return "ok"',
            (U_SURVEY,), (N_ADMIN,)),
     mutant("reconcile-reruns-hooks-and-purge", "reconcile runs hooks and purges connections of running clients",
-           EVENT, "skip = (ReportConnected,) if fresh else (ReportConnected, RunHooks, PurgeConntrack)",
-           "skip = (ReportConnected,)",
-           (), (N_ADMIN,)),
+           DIFF, "    if not is_unconfigured(state, obs):\n        skip += (RunHooks, PurgeConntrack)\n", "",
+           (U_DIFF,), (N_ADMIN,)),
 )
 
 

@@ -142,6 +142,31 @@ def plan_online(state: VifState, obs: Observed, xenbus_path: str) -> Plan:
     return Plan("online", ifname, ifindex, state.client_addresses, tuple(steps), tuple(notes))
 
 
+def with_stale(plan: Plan, stale: VifState, obs: Observed) -> Plan:
+    """An online plan that also removes ``stale``'s objects (what the
+    previous inputs described and the current ones no longer do), before
+    the report: a failure undoes them with the rest."""
+    steps = list(plan.steps)
+    steps[-1:-1] = plan_removal(stale, obs)
+    return plan._replace(steps=tuple(steps))
+
+
+def is_unconfigured(state: VifState, obs: Observed) -> bool:
+    """Nothing of the vif was configured: down, outside the vif group, none of its set elements."""
+    return obs.link is not None and not obs.link.up and obs.link.group != state.group and not obs.elements
+
+
+def for_reconcile(plan: Plan, state: VifState, obs: Observed) -> Plan:
+    """What ``reconcile`` runs of an online plan. libxl already saw the vif
+    connected, so no report; a running client keeps its connections and
+    the hooks ran at its online, so those two only for a vif of which
+    nothing was configured at all (one whose online never ran through)."""
+    skip: tuple[type, ...] = (ReportConnected,)
+    if not is_unconfigured(state, obs):
+        skip += (RunHooks, PurgeConntrack)
+    return plan._replace(steps=tuple(s for s in plan.steps if not isinstance(s, skip)))
+
+
 def kept_in_downstream(state: VifState, obs: Observed) -> frozenset[Element]:
     """Downstream elements offline must keep: another interface routes the
     address (a new VM reusing it before the old one's offline ran), whose
@@ -180,6 +205,12 @@ def plan_removal(state: VifState, obs: Observed, *, flowtable: bool = False) -> 
                 key = sysctl.key.replace(f"/conf/{state.ifname}/", f"/conf/{link.name}/", 1)
                 steps.append(SetSysctl(key, default, current))
     return steps
+
+
+def plan_orphan_downstream(state: VifState, obs: Observed) -> Plan:
+    """Remove an orphan's downstream elements (``state`` restricted to them),
+    but those another interface routes."""
+    return Plan("remove", state.ifname, None, state.client_addresses, tuple(plan_removal(state, obs)))
 
 
 def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> Plan:

@@ -31,6 +31,30 @@ from .steps import (
 Verdict = Literal["ok", "drift", "orphan", "failed", "invalid", "pending"]
 VERDICTS: tuple[Verdict, ...] = ("ok", "drift", "orphan", "failed", "invalid", "pending")
 HEALTHY: frozenset[str] = frozenset({"ok", "pending"})
+# What reconcile does with a vif: converge it as online would, or remove an orphan as offline would.
+Action = Literal["converge", "remove"]
+
+
+def verdict_of(hotplug_status: str | None, drift: tuple[str, ...]) -> Verdict:
+    """A readable XenStore vif's verdict: its hotplug's report first, then the kernel's drift."""
+    if hotplug_status == "error":
+        return "failed"
+    if hotplug_status != "connected":
+        return "pending"
+    return "drift" if drift else "ok"
+
+
+def reconcile_action(verdict: Verdict, hotplug_status: str | None, readable: bool, *,
+                     gateways_changed: bool) -> Action | None:
+    """What ``reconcile`` does with one vif of the survey: orphans go; a
+    connected vif whose inputs could be read converges when it drifted, or
+    whenever the netvm's gateways changed (what the old ones made must go,
+    whatever the kernel holds); nothing else is touched."""
+    if verdict == "orphan":
+        return "remove"
+    if readable and (verdict == "drift" or (gateways_changed and hotplug_status == "connected")):
+        return "converge"
+    return None
 
 
 def _nft(step: NftChange) -> list[str]:
