@@ -54,7 +54,8 @@ class FakeNet:
         self.conntrack: set[IPAddress] = set()  # addresses with a connection
         self.hooks: list[list[str]] = []
         self.reported: list[str] = []
-        self.namespaces: set[str] = set()
+        self.namespaces: dict[str, dict[str, FakeLink]] = {}  # name -> the links inside
+        self.ns_tables: dict[str, tuple[dict[str, Any], ...]] = {}  # name -> its netdev table, as listed
         self.writes: list[str] = []
         self.fail: dict[str, Exception] = {}  # gateway method -> the error it raises
         if layout:
@@ -228,13 +229,45 @@ class FakeNet:
     def namespaces_exists(self, ns: str) -> bool:
         return ns in self.namespaces
 
+    def namespaces_links_inside(self, ns: str, names: tuple[str, ...]) -> dict[str, bool]:
+        return {name: name in self.namespaces[ns] for name in names}
+
+    def namespaces_table_inside(self, ns: str) -> tuple[dict[str, Any], ...] | None:
+        return self.ns_tables.get(ns)
+
+    def namespaces_create(self, ns: str) -> None:
+        self.namespaces[ns] = {}
+
+    def namespaces_move_in(self, rtnl: object, index: int, ns: str, name: str | None) -> None:
+        link = self.links.pop(index)
+        self.namespaces[ns][name or link.name] = link._replace(name=name or link.name)
+
+    def namespaces_create_veth(self, rtnl: object, ifname: str, peer: str, peer_mac: str, ns: str) -> None:
+        self.add_link(ifname)
+        self.namespaces[ns][peer] = FakeLink(0, peer, True, 0)
+
+    def namespaces_configure(self, ns: str, ifname: str, peer: str, mapping: object, client_mac: str,
+                             rules: tuple[dict[str, Any], ...]) -> None:
+        # listed as nft lists it: the added chains and rules
+        self.ns_tables[ns] = tuple(body for c in rules for verb, body in c.items() if verb == "add")
+
+    def namespaces_remove(self, ns: str, ifname: str, peer: str, restore_name: str) -> None:
+        inside = self.namespaces.pop(ns, {})
+        self.ns_tables.pop(ns, None)
+        veth = self.link(ifname)
+        if veth is not None:
+            self.remove_link(ifname)
+        if ifname in inside:
+            self.add_link(restore_name)
+
 
 class _Side:
     """One gateway of a FakeNet: ``gw.rtnl.get_link`` is ``FakeNet.rtnl_get_link``;
     every write is also logged in ``FakeNet.writes``."""
 
     READS = ("get_link", "list_links", "host_routes_on", "host_routes_to", "list_permanent_neighbours",
-             "list_addresses", "query", "has_element", "accepts", "read", "exists", "close")
+             "list_addresses", "query", "has_element", "accepts", "read", "exists", "close", "links_inside",
+             "table_inside")
 
     def __init__(self, net: FakeNet, name: str) -> None:
         self._net = net

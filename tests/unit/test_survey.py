@@ -64,3 +64,37 @@ def test_drift_in_words() -> None:
     words = drift_of(plan_online(state, fresh(state), "x").steps)
     assert words[:3] == ("sysctl proxy_arp is 0, not 1", "sysctl proxy_ndp is 0, not 1", "missing allowed 10.137.0.12")
     assert "link down" in words and "no route to 10.137.0.12" in words and "no gateway address 10.137.0.1" in words
+
+
+def test_verdict_from_the_hotplug_report_then_the_drift() -> None:
+    from vif_route_qubes.verdicts import verdict_of
+
+    assert verdict_of("error", ("x",)) == "failed"
+    assert verdict_of(None, ()) == verdict_of("connecting", ("x",)) == "pending"
+    assert verdict_of("connected", ()) == "ok"
+    assert verdict_of("connected", ("link down",)) == "drift"
+
+
+def test_what_reconcile_does_with_each_verdict() -> None:
+    from vif_route_qubes.verdicts import reconcile_action
+
+    assert reconcile_action("orphan", None, False, gateways_changed=False) == "remove"
+    assert reconcile_action("drift", "connected", True, gateways_changed=False) == "converge"
+    assert reconcile_action("drift", "connected", False, gateways_changed=False) is None, "inputs unreadable"
+    assert reconcile_action("ok", "connected", True, gateways_changed=False) is None
+    assert reconcile_action("ok", "connected", True, gateways_changed=True) == "converge"
+    assert reconcile_action("pending", None, True, gateways_changed=True) is None
+    assert reconcile_action("failed", "error", True, gateways_changed=True) is None
+
+
+def test_drift_of_every_kind_of_step() -> None:
+    from ipaddress import ip_address
+
+    from vif_route_qubes.steps import AddressChange, NeighbourChange, Rename, SetLink
+
+    addr = ip_address("10.137.0.12")
+    steps = [Rename(1, "vif12.0", "vif-work"), SetLink(1, "vif-work", True, 2, True, 0),
+             NeighbourChange(True, 1, "vif-work", addr, "00:16:3e:5e:6c:0c"),
+             AddressChange(True, 1, "vif-work", addr, 32)]
+    assert drift_of(steps) == ("named vif12.0, not vif-work", "link in group 0", f"no neighbour entry for {addr}",
+                               f"no gateway address {addr}")
