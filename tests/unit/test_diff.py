@@ -341,6 +341,8 @@ def test_an_orphans_downstream_goes_unless_routed_elsewhere() -> None:
     state = restricted_to_downstream(describe(inputs(), ENV))
     assert {e.kind for e in state.elements} == {"downstream"} and not state.routes and not state.sysctls
     obs = configured(state, link=None)
-    assert nft_elements(plan_orphan_downstream(state, obs).steps[0], "delete") == {
+    (nft,) = plan_orphan_downstream(state, obs).steps
+    assert isinstance(nft, NftChange)
+    assert nft_elements(nft, "delete") == {
         ("downstream", str(V4)), ("downstream", str(V6))}
     assert plan_orphan_downstream(state, obs._replace(routed_elsewhere=frozenset({V4, V6}))).steps == ()

@@ -90,10 +90,10 @@ def test_what_reconcile_does_with_each_verdict() -> None:
 def test_drift_of_every_kind_of_step() -> None:
     from ipaddress import ip_address
 
-    from vif_route_qubes.steps import AddressChange, NeighbourChange, Rename, SetLink
+    from vif_route_qubes.steps import AddressChange, NeighbourChange, Rename, SetLink, Step
 
     addr = ip_address("10.137.0.12")
-    steps = [Rename(1, "vif12.0", "vif-work"), SetLink(1, "vif-work", True, 2, True, 0),
+    steps: list[Step] = [Rename(1, "vif12.0", "vif-work"), SetLink(1, "vif-work", True, 2, True, 0),
              NeighbourChange(True, 1, "vif-work", addr, "00:16:3e:5e:6c:0c"),
              AddressChange(True, 1, "vif-work", addr, 32)]
     assert drift_of(steps) == ("named vif12.0, not vif-work", "link in group 0", f"no neighbour entry for {addr}",
