@@ -20,31 +20,24 @@ The order of the online steps is the security argument of the whole script:
 
 from __future__ import annotations
 
-from qubesnet.constants import SET_DOWNSTREAM
 from qubesnet.errors import ApplyError, ConfigError
-from qubesnet.layout import build_antispoof
-from qubesnet.nftjson import Json
 
+from .kinds import Change, NftCommands, additions, kept_in_downstream, removals
 from .mapped_names import namespace_name, peer_name
-from .nftplan import build_elements, build_flowtable
-from .state import Element, NamespaceFacts, Observed, VifState
+from .state import NamespaceFacts, Observed, VifState
 from .steps import (
-    AddressChange,
     ConfigureNamespace,
     CreateNamespace,
     CreateVeth,
     MoveIntoNamespace,
-    NeighbourChange,
     NftChange,
     Plan,
     PurgeConntrack,
     RemoveNamespace,
     Rename,
     ReportConnected,
-    RouteChange,
     RunHooks,
     SetLink,
-    SetSysctl,
     Step,
 )
 
@@ -89,57 +82,40 @@ def _remove_namespace(state: VifState) -> RemoveNamespace:
     return RemoveNamespace(namespace_name(state.ifname), state.ifname, peer_name(state.ifname), state.vif)
 
 
+def _steps(changes: list[Change], what: str) -> list[Step]:
+    """Changes as steps: the nftables commands of the event gathered into its
+    one transaction, where the first of them stood (their kinds are adjacent
+    in rank)."""
+    steps: list[Step] = []
+    nft = [c for c in changes if isinstance(c, NftCommands)]
+    commands = tuple(command for c in nft for command in c.commands)
+    undo = tuple(command for c in nft for command in c.undo)
+    for change in changes:
+        if not isinstance(change, NftCommands):
+            steps.append(change)
+        elif change is nft[0] and commands:
+            steps.append(NftChange(what, commands, undo))
+    return steps
+
+
 def plan_online(state: VifState, obs: Observed, xenbus_path: str) -> Plan:
+    """Make what is described and missing, kind by kind in rank order
+    (kinds.py), after the rename and before the hooks and the report."""
     link = obs.link
     if link is None:
         raise ApplyError(f"interface {state.vif} does not exist; is the VM's backend still there?")
-    ifindex, ifname = link.ifindex, state.ifname
     notes = list(state.notes)
     steps: list[Step] = []
-
-    if link.name != ifname:
-        steps.append(Rename(ifindex, link.name, ifname))
-    for sysctl in state.sysctls:
-        current = obs.sysctls.get(sysctl.key)
-        if current is None:
-            raise ApplyError(f"sysctl {sysctl.key} does not exist; is the interface gone?")
-        if current != sysctl.value:
-            steps.append(SetSysctl(sysctl.key, sysctl.value, current))
-    if state.purge:
-        steps.append(PurgeConntrack(state.purge))
-
-    # One transaction: the missing anti-spoofing objects, the missing
-    # elements, the flowtable membership. Its undo takes back this vif's
-    # elements and membership, never the shared objects it created: the
-    # moment they exist another vif's event may rely on them (its elements
-    # live in these sets, its traffic passes these chains), and they are the
-    # netvm's base layout anyway.
-    create: list[Json] = []
-    remove: list[Json] = []
-    for family, objs in obs.base.items():
-        create += build_antispoof(family, table=objs.table, sets=objs.sets, chains=objs.chains)
-    missing = [e for e in state.elements if e not in obs.elements]
-    create += build_elements(missing, present=True)
-    remove = build_elements(missing, present=False)
+    if link.name != state.ifname:
+        steps.append(Rename(link.ifindex, link.name, state.ifname))
+    # The undo of the one transaction takes back this vif's elements and
+    # membership, never the shared objects it created (kinds.Layout).
+    steps += _steps(additions(state, obs, link), f"online {state.ifname}")
     if state.flowtable and not obs.flow.supported:
         notes.append(FLOWTABLE_UNSUPPORTED)
-    elif state.flowtable and not obs.flow.member:
-        create += build_flowtable(ifname, table=obs.flow.table, present=True)
-        remove += build_flowtable(ifname, table=True, present=False)
-    if create:
-        steps.append(NftChange(f"online {ifname}", tuple(create), tuple(remove)))
-
-    if not (link.up and link.group == state.group):
-        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))
-    steps += [RouteChange(True, ifindex, ifname, r.dst, r.metric) for r in state.routes if r not in obs.routes]
-    found = {n.addr: n.mac for n in obs.neighbours}
-    steps += [NeighbourChange(True, ifindex, ifname, n.addr, n.mac, found.get(n.addr)) for n in state.neighbours
-              if n not in obs.neighbours and n.mac is not None]
-    steps += [AddressChange(True, ifindex, ifname, a.addr, a.prefixlen) for a in state.addresses
-              if a not in obs.addresses]
     steps += _hooks("online", state)
     steps.append(ReportConnected(xenbus_path))
-    return Plan("online", ifname, ifindex, state.client_addresses, tuple(steps), tuple(notes))
+    return Plan("online", state.ifname, link.ifindex, state.client_addresses, tuple(steps), tuple(notes))
 
 
 def with_stale(plan: Plan, stale: VifState, obs: Observed) -> Plan:
@@ -167,44 +143,14 @@ def for_reconcile(plan: Plan, state: VifState, obs: Observed) -> Plan:
     return plan._replace(steps=tuple(s for s in plan.steps if not isinstance(s, skip)))
 
 
-def kept_in_downstream(state: VifState, obs: Observed) -> frozenset[Element]:
-    """Downstream elements offline must keep: another interface routes the
-    address (a new VM reusing it before the old one's offline ran), whose
-    packets from the uplink claiming it must still be dropped."""
-    return frozenset(e for e in state.elements if e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)
-
-
-def plan_removal(state: VifState, obs: Observed, *, flowtable: bool = False) -> list[Step]:
-    """Remove what ``state`` names and the kernel holds: routes, elements (but
-    the downstream ones another interface needs), with ``flowtable`` the
-    flowtable membership (ours whenever it is there: our table), neighbours,
-    addresses, and sysctls (back to what a new interface gets)."""
-    link = obs.link
-    ifname = link.name if link is not None else state.ifname
-    steps: list[Step] = []
-    if link is not None:
-        steps += [RouteChange(False, link.ifindex, link.name, r.dst, r.metric) for r in state.routes
-                  if r in obs.routes]
-    keep = kept_in_downstream(state, obs)
-    gone = [e for e in state.elements if e in obs.elements and e not in keep]
-    commands = build_elements(gone, present=False)
-    if link is not None and obs.flow.member and flowtable:
-        commands += build_flowtable(ifname, table=True, present=False)
-    if commands:
-        steps.append(NftChange(f"remove {ifname}", tuple(commands), ()))
-    if link is not None:
-        present = {n.addr for n in obs.neighbours}
-        steps += [NeighbourChange(False, link.ifindex, link.name, n.addr, n.mac or "") for n in state.neighbours
-                  if n.addr in present]
-        steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in state.addresses
-                  if a in obs.addresses]
-        for sysctl in state.sysctls:
-            # Ours when it still has the value we set; back to what a new interface gets.
-            current, default = obs.sysctls.get(sysctl.key), obs.defaults.get(sysctl.key)
-            if current == sysctl.value and default is not None and default != current:
-                key = sysctl.key.replace(f"/conf/{state.ifname}/", f"/conf/{link.name}/", 1)
-                steps.append(SetSysctl(key, default, current))
-    return steps
+def plan_removal(state: VifState, obs: Observed) -> list[Step]:
+    """Remove what ``state`` names and the kernel holds, kind by kind in
+    reverse rank order (kinds.py): gateway addresses, neighbours, routes,
+    the flowtable membership and set elements (in one transaction; but the
+    downstream ones another interface needs), sysctls (back to what a new
+    interface gets). Without the interface, only the set elements remain."""
+    ifname = obs.link.name if obs.link is not None else state.ifname
+    return _steps(removals(state, obs), f"remove {ifname}")
 
 
 def plan_orphan_downstream(state: VifState, obs: Observed) -> Plan:
@@ -221,7 +167,8 @@ def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> P
     # Stop traffic first.
     if link is not None and (link.up or link.group != 0):
         steps.append(SetLink(link.ifindex, link.name, False, 0, link.up, link.group))
-    steps += plan_removal(state, obs, flowtable=True)
+    # Our table: the membership is ours whenever it is there, whatever the service says now.
+    steps += plan_removal(state._replace(flowtable=True), obs)
     keep = kept_in_downstream(state, obs)
     steps += _hooks("offline", state)
     if link is not None and not namespace.exists and link.name == state.ifname != state.vif:

@@ -88,7 +88,7 @@ def inspect_vif(gw: Gateways, xs: XenStore, qdb: QubesDB | None, name: str, path
         reading = read_plan(gw, inp, "online")  # the namespace's steps listed, not run
     except QubesNetError as exc:
         return base._replace(verdict="drift", detail=(str(exc),))
-    drift = drift_of(reading.namespace + reading.plan.steps)
+    drift = drift_of(reading.state, reading.observed, reading.namespace)
     return base._replace(verdict=verdict_of(status, drift), detail=drift)
 
 
