@@ -6,9 +6,12 @@ teardown cannot drift from set-up. Decisions that depend on other vifs are
 taken here, from the facts observed: an address another interface still
 routes stays in ``downstream``.
 
-The order of the online steps is the security argument of the whole script:
+Each kind of object (kinds.py) says how to add and remove one of its
+objects and where it ranks; online is the missing objects in rank order,
+removal the present ones in reverse. The ranks are the security argument
+of the whole script:
 
-1. rename and sysctls while the link is still down;
+1. rename (explicit, first) and sysctls while the link is still down;
 2. stale conntrack entries of the client's addresses purged;
 3. anti-spoofing set elements committed (one nftables transaction, which
    also creates any missing anti-spoofing object and the flowtable membership);
@@ -16,6 +19,11 @@ The order of the online steps is the security argument of the whole script:
    antispoof chain), followed by routes, neighbours and gateway addresses.
    IPv4 routes need the link up, and the kernel flushes neighbour entries
    of a link that goes down, so these come after it.
+
+Offline takes the link down first (traffic stops before anything goes),
+then removes in reverse rank (gateway addresses, neighbours, routes, the
+one transaction of set elements and flowtable membership, sysctls), runs
+the hooks, renames back, removes a namespace, and purges last.
 """
 
 from __future__ import annotations
