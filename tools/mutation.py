@@ -67,6 +67,9 @@ N_ANTISPOOF = "tests/integration/test_vif_antispoof.py"
 N_KILLS = "tests/integration/test_vif_mutation_kills.py"
 N_ADMIN = "tests/integration/test_admin.py"
 U_SURVEY = "tests/unit/test_survey.py"
+U_EVENT = "tests/unit/test_event.py"
+N_PURGE_RACE = "tests/integration/test_vif_purge_race.py"
+EVENT = "vif_route_qubes/event.py"
 SURVEY = "vif_route_qubes/survey.py"
 VERDICTS = "vif_route_qubes/verdicts.py"
 
@@ -201,6 +204,12 @@ MUTANTS: tuple[Mutant, ...] = (
     mutant("drift-reads-ok", "status calls a drifted vif ok",
            VERDICTS, 'return "drift" if drift else "ok"', 'return "ok"',
            (U_SURVEY,), (N_ADMIN,)),
+    mutant("purge-before-locks", "the conntrack purge runs before the event's locks, not as the plan's step",
+           EVENT, "    gw = make_gateways(Conntrack())\n",
+           "    gw = make_gateways(Conntrack())\n    gw.conntrack.purge(inp.addresses.used)\n",
+           (U_EVENT,), (N_PURGE_RACE,),
+           also=(Edit(KINDS, "        return [PurgeConntrack(obj)]\n", "        return []\n"),
+                 Edit(DIFF, "        steps.append(PurgeConntrack(state.purge))\n", "        pass\n"))),
     mutant("reconcile-reruns-hooks-and-purge", "reconcile runs hooks and purges connections of running clients",
            DIFF, "    if not is_unconfigured(state, obs):\n        skip += (RunHooks, PurgeConntrack)\n", "",
            (U_DIFF,), (N_ADMIN,)),
