@@ -60,7 +60,7 @@ def _entries(sim: SimNetvm, addr: str) -> str:
     return sim.netvm.run(["conntrack", "-L", "-s", addr], check=False).stdout
 
 
-def _event_meets_a_new_connection(sim: SimNetvm, client: Client, command: str, addr: str) -> None:
+def _event_meets_a_new_connection(sim: SimNetvm, client: Client | None, command: str, addr: str) -> None:
     """``command`` blocked on ``addr``'s lock while a connection of ``addr`` appears."""
     with _held(addr) as offset:
         event = sim.netvm.popen(sim.vif_route_argv(command), env=sim.env(client),
@@ -95,6 +95,18 @@ def test_offline_purges_connections_made_while_it_waited_for_the_lock(sim: SimNe
     _event_meets_a_new_connection(sim, client, "offline", ADDR)
 
     assert ADDR not in _entries(sim, ADDR)
+
+
+def test_reconcile_of_a_vif_never_configured_purges_under_the_lock(sim: SimNetvm) -> None:
+    """libxl saw the vif connected, but nothing of it was ever configured:
+    reconcile converges it as online would, purge included, under the same locks."""
+    client = sim.add_client(31, ADDR)
+    sim.xenstore.write(f"{sim.xenstore.home()}/{client.xenbus_path}/hotplug-status", "connected")
+
+    _event_meets_a_new_connection(sim, None, "reconcile", ADDR)
+
+    assert ADDR not in _entries(sim, ADDR)
+    assert client.ping(UPSTREAM)
 
 
 @pytest.mark.parametrize("command", ["online", "offline"])
