@@ -183,8 +183,10 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
     if flow_table and link is not None:
         listing = gw.nft.query({"list": {"flowtable": {"family": FLOW_FAMILY, "table": FLOW_TABLE, "name": FLOWTABLE}}})
         for item in listing or []:
-            member = member or link.name in (item.get("flowtable", {}).get("dev") or []) \
-                or state.ifname in (item.get("flowtable", {}).get("dev") or [])
+            devices = item.get("flowtable", {}).get("dev") or []
+            if isinstance(devices, str):  # libnftables lists one device as a string, not a list
+                devices = [devices]
+            member = member or link.name in devices or state.ifname in devices
     supported = flow_table
     if state.flowtable and not flow_table:
         supported = gw.nft.accepts(build_flowtable_probe())[0]
