@@ -72,8 +72,12 @@ def online(k: Kernel, inp: VifInputs, index: int) -> None:
     k.run(plan, state)
 
 
-def offline_12(k: Kernel, tmp_path: Path) -> Any:
-    xs = FakeXenStore({"backend/vif/12/0/ip": str(ADDR), "backend/vif/12/0/mac": "00:16:3e:00:00:0c"})
+def offline_12(k: Kernel, tmp_path: Path, *, ip_key: bool = True) -> Any:
+    """``ip_key``: False when XenStore lost it (the addresses are then read from ``allowed``)."""
+    keys = {"backend/vif/12/0/ip": str(ADDR), "backend/vif/12/0/mac": "00:16:3e:00:00:0c"}
+    if not ip_key:
+        del keys["backend/vif/12/0/ip"]
+    xs = FakeXenStore(keys)
     qdb = FakeQubesDB({"/qubes-netvm-gateway": str(GATEWAY)})
     env = VifEnv(parse_vif_name("vif", "vif12.0"), "backend/vif/12/0")
     opts = Options(dry_run=True, timeout=1.0, lock_file=str(tmp_path / "locks"))
@@ -82,19 +86,21 @@ def offline_12(k: Kernel, tmp_path: Path) -> Any:
                      lambda _: None)
 
 
+@pytest.mark.parametrize("ip_key", [True, False], ids=["ip key", "no ip key"])
 @pytest.mark.parametrize("vanished", [True, False], ids=["vif12.0 deleted", "vif12.0 still there"])
-def test_offline_of_the_old_vm_keeps_the_address_in_downstream_for_the_new_one(tmp_path: Path,
-                                                                               vanished: bool) -> None:
+def test_offline_of_the_old_vm_keeps_the_address_in_downstream_for_the_new_one(tmp_path: Path, vanished: bool,
+                                                                               ip_key: bool) -> None:
     k = Kernel()
     k.nft_run(build_antispoof("ip", table=False, sets=(), chains=()))
     online(k, inputs(12, ADDR), 5)
+    online(k, inputs(14, IPv4Address("10.137.0.14")), 7)  # a VM that has nothing to do with it
     if vanished:
         k.vanish(5)
     # dom0 gave the address to VM 13; its online ran (as a new vif, it waited for no lock of 12's)
     online(k, inputs(13, ADDR), 6)
     assert element_object(Element(SET_ALLOWED, ADDR, "vif12.0")) in k.nft
 
-    plan = offline_12(k, tmp_path)
+    plan = offline_12(k, tmp_path, ip_key=ip_key)
     for step in plan.steps:
         k.apply(step)
 

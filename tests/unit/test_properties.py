@@ -52,7 +52,7 @@ from vif_route_qubes.inputs import VifInputs
 from vif_route_qubes.mapped import MappedAddress, build_nat_table
 from vif_route_qubes.mapped_names import namespace_name, peer_name
 from vif_route_qubes.nftplan import build_elements, build_flowtable, build_flowtable_probe
-from vif_route_qubes.observe import read_environment, read_observed
+from vif_route_qubes.observe import read_allowed_addresses, read_environment, read_observed
 from vif_route_qubes.state import (
     Element,
     Environment,
@@ -1006,6 +1006,15 @@ class ModelNft:
             return [{kind: {"family": o[1], "table": o[2], "name": o[3]}} for o in nft if o[0] == kind]
         if what == "tables":
             return [{"table": {"family": o[1], "name": o[2]}} for o in nft if o[0] == "table"]
+        if what == "set":
+            where = (body["family"], body["table"], body["name"])
+            if ("set", *where) not in self.k.nft:
+                return None
+            # elements as libnftables lists them: an address, or {"concat": [ifname, address]}
+            elems = [o[4] for o in nft if o[0] == "elem" and o[1:4] == where]
+            listed = [{"concat": [e[0], str(e[1])]} if isinstance(e, tuple) else str(e) for e in elems]
+            set_: dict[str, Any] = {"family": where[0], "table": where[1], "name": where[2]}
+            return [{"set": set_ | ({"elem": listed} if listed else {})}]
         if what == "flowtable":
             where = (body["family"], body["table"], body["name"])
             if ("flowtable", *where) not in self.k.nft:
@@ -1547,6 +1556,23 @@ def test_offline_keeps_downstream_exactly_when_routed_elsewhere(world: World, da
         assert (element_object(e) in k.nft) == kept, e
     assert len(offline.notes) == len([a for a in state.client_addresses if a in routed])
     assert all(any(str(a) in n for n in offline.notes) for a in routed)
+
+
+@HEAVY
+@given(worlds(), st.lists(host_addresses, min_size=1, max_size=3))
+def test_offline_without_the_ip_key_finds_exactly_the_vifs_addresses(world: World, others: list[IPAddress]) -> None:
+    """Offline's fallback when XenStore lost the ``ip`` key: the addresses paired with the vif's name in
+    ``allowed`` (read_allowed_addresses), never another VM's, whatever else the sets hold."""
+    k = world.kernel
+    state, online = world.online()
+    k.run(online, state)
+    for addr in others:  # other VMs' pairs
+        family = "ip" if addr.version == 4 else "ip6"
+        if ("set", family, QUBES_TABLE, SET_ALLOWED) in k.nft:
+            k.nft.add(element_object(Element(SET_ALLOWED, addr, f"vif{32700 + len(k.nft)}.0")))
+    found = read_allowed_addresses(world.gw, world.inp.ifname)
+    protected = [e.addr for e in state.elements if e.kind == SET_ALLOWED]
+    assert found.used == tuple(sorted(protected, key=lambda a: a.version)) and found.ignored == ()
 
 
 @HEAVY
