@@ -172,7 +172,7 @@ def _online(applier: Applier, gw: Gateways, inp: VifInputs, *, reconcile: bool =
             facts = read_namespace(gw, state.namespace, ns, inp.ifname, peer_name(inp.ifname), inp)
             applier.apply(plan_namespace(state, facts))
             # The netvm end of the vif is now the veth (or the real vif, back).
-            env = env._replace(link=find_link(gw, inp))
+            env = env._replace(link=find_link(gw, inp, our_veth=state.namespace is not None))
         if inp.mapping is not None:
             m = inp.mapping
             log.info("%s is mapped: the client sees %s behind %s", m.real, m.visible, m.visible_gateway)

@@ -48,18 +48,20 @@ def _netlink(what: str, error: NetlinkError) -> ApplyError:
     return ApplyError(f"cannot read {what}: {error.strerror}")
 
 
-def find_link(gw: Gateways, inp: VifInputs) -> Link | None:
+def find_link(gw: Gateways, inp: VifInputs, *, our_veth: bool = False) -> Link | None:
     """The vif's interface: under libxl's name, or renamed by an earlier run.
 
     A renamed one is trusted only in the vif group, so that a ``vifname``
     naming the uplink (or any other interface) can never make us reconfigure
-    or take down that one.
+    or take down that one. ``our_veth``: a mapped vif's namespace is in
+    place, so the device under the new name is our veth's netvm end (made
+    by us, or refused as existing), which joins the vif group only later.
     """
     try:
         link = gw.rtnl.get_link(inp.vif.name)
         if link is None and inp.ifname != inp.vif.name:
             link = gw.rtnl.get_link(inp.ifname)
-            if link is not None and link.group != VIF_GROUP:
+            if link is not None and link.group != VIF_GROUP and not our_veth:
                 link = None
     except NetlinkError as exc:
         raise _netlink(f"interface {inp.vif.name}", exc) from exc

@@ -52,7 +52,13 @@ from vif_route_qubes.inputs import VifInputs
 from vif_route_qubes.mapped import MappedAddress, build_nat_table
 from vif_route_qubes.mapped_names import namespace_name, peer_name
 from vif_route_qubes.nftplan import build_elements, build_flowtable, build_flowtable_probe
-from vif_route_qubes.observe import read_allowed_addresses, read_environment, read_observed
+from vif_route_qubes.observe import (
+    find_link,
+    read_allowed_addresses,
+    read_environment,
+    read_namespace,
+    read_observed,
+)
 from vif_route_qubes.state import (
     Element,
     Environment,
@@ -818,6 +824,8 @@ class Kernel:
         self.reported: list[str] = []
         self.purged: list[tuple[IPAddress, ...]] = []
         self.ipv6 = False  # /proc/sys/net/ipv6 exists
+        # a mapped vif's namespaces: name -> the links inside, and its netdev table as listed
+        self.namespaces: dict[str, tuple[set[str], tuple[dict[str, Any], ...] | None]] = {}
         self.flow_supported = False  # the kernel has flowtables (CONFIG_NF_FLOW_TABLE)
 
     def state(self) -> tuple[Any, ...]:
@@ -939,8 +947,52 @@ class Kernel:
             self.reported.append(step.xenbus_path)
         elif isinstance(step, PurgeConntrack):
             self.purged.append(step.addrs)
+        elif isinstance(step, (RemoveNamespace, CreateNamespace, MoveIntoNamespace, CreateVeth, ConfigureNamespace)):
+            self.apply_namespace(step)
         else:
             assert isinstance(step, RunHooks), step  # nothing modelled
+
+    def index_of(self, name: str) -> int | None:
+        return next((i for i, (n, _, _) in self.links.items() if n == name), None)
+
+    def new_link(self, name: str) -> int:
+        assert self.index_of(name) is None, f"EEXIST: {name}"
+        index = max(self.links, default=1) + 1
+        self.links[index] = (name, False, 0)
+        return index
+
+    def apply_namespace(self, step: Step) -> None:
+        """A mapped vif's namespace steps, as nsgateway.Namespaces makes them."""
+        if isinstance(step, RemoveNamespace):
+            if step.ns not in self.namespaces:
+                return
+            inside, _ = self.namespaces.pop(step.ns)
+            if step.peer in inside:  # a veth goes with both ends
+                veth = self.index_of(step.ifname)
+                assert veth is not None, f"a veth without its netvm end: {step}"
+                self.vanish(veth)
+            if step.ifname in inside:  # the real vif back, down, under libxl's name
+                self.new_link(step.restore_name)
+        elif isinstance(step, CreateNamespace):
+            assert step.ns not in self.namespaces, f"EEXIST: {step}"
+            self.namespaces[step.ns] = (set(), None)
+        elif isinstance(step, MoveIntoNamespace):
+            index = self.index_of(step.old_name)
+            if index is None:
+                raise ApplyError(f"interface {step.old_name} does not exist")  # as the handler says
+            inside, _ = self.namespaces[step.ns]
+            assert step.ifname not in inside, f"EEXIST inside: {step}"
+            self.links.pop(index)
+            inside.add(step.ifname)
+        elif isinstance(step, CreateVeth):
+            inside, _ = self.namespaces[step.ns]
+            assert step.peer not in inside, f"EEXIST inside: {step}"
+            self.new_link(step.ifname)
+            inside.add(step.peer)
+        elif isinstance(step, ConfigureNamespace):
+            inside, _ = self.namespaces[step.ns]
+            assert {step.ifname, step.peer} <= inside, f"configuring a namespace without its links: {step}"
+            self.namespaces[step.ns] = (inside, listed_table(step.rules))
 
     def run(self, plan: Plan, state: VifState) -> None:
         for step in plan.steps:
@@ -1050,17 +1102,42 @@ class ModelSysctl:
 
 
 class ModelNamespaces:
-    """No namespace exists in the model (the namespace plans are tested on NamespaceFacts)."""
+    """The namespaces gateway's reads over the model."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
 
     def exists(self, ns: str) -> bool:
-        return False
+        return ns in self.k.namespaces
+
+    def links_inside(self, ns: str, names: tuple[str, ...]) -> dict[str, bool]:
+        inside, _ = self.k.namespaces[ns]
+        return {name: name in inside for name in names}
+
+    def table_inside(self, ns: str) -> tuple[dict[str, Any], ...] | None:
+        return self.k.namespaces[ns][1]
+
+
+def listed_table(commands: tuple[Any, ...] | list[Any]) -> tuple[dict[str, Any], ...] | None:
+    """The netdev table that ``commands`` leave, as libnftables lists it (a netdev chain without its device)."""
+    items: list[dict[str, Any]] | None = None
+    for command in commands:
+        ((verb, obj),) = command.items()
+        ((kind, body),) = obj.items()
+        if kind == "table":
+            items = [{"table": dict(body)}] if verb == "add" else None
+        elif verb == "add" and items is not None and kind in ("chain", "rule"):
+            items.append({kind: {k: v for k, v in body.items() if k != "dev"}})
+        else:
+            raise AssertionError(f"not modelled: {command}")
+    return tuple(items) if items is not None else None
 
 
 def model_gateways(k: Kernel) -> Gateways:
     """The gateways over the model: reads only (the plans are applied by Kernel.apply)."""
     unused: Any = object()
     return Gateways(rtnl=cast(Any, ModelRtnl(k)), nft=cast(Any, ModelNft(k)), sysctl=cast(Any, ModelSysctl(k)),
-                    conntrack=unused, hooks=unused, status=unused, namespaces=cast(Any, ModelNamespaces()))
+                    conntrack=unused, hooks=unused, status=unused, namespaces=cast(Any, ModelNamespaces(k)))
 
 
 # --- generated worlds: inputs and a kernel before the event ------------------
@@ -1710,6 +1787,56 @@ def test_plan_namespace_converges(inp: VifInputs, keep_mapping: bool, facts: Nam
     assert isinstance(last, ConfigureNamespace) and last.mapping == inp.mapping and last.rules == spec.rules
     assert inp.mapping is not None
     check_commands(list(last.rules), {inp.ifname, spec.peer}, mapping_addresses(inp.mapping))
+
+
+@HEAVY
+@given(vif_inputs(mapped=True), mappings(), st.data())
+def test_namespace_read_planned_and_applied_converges(inp: VifInputs, other: MappedAddress,
+                                                      data: st.DataObject) -> None:
+    """A mapped vif's namespace in any state the kernel can hold, read by observe.read_namespace through
+    the model's gateways: the facts are the model's, the plan applied to the model puts the vif inside
+    with its veth and the mapping's table, and a second reading plans nothing. Only a vif that is
+    nowhere (neither inside nor in the netvm under libxl's name) may refuse (ConfigError) or fail."""
+    k = Kernel()
+    world = World(inp, k, 2, False, False, False)
+    state = world.describe()
+    spec = state.namespace
+    assert spec is not None and inp.mapping is not None
+    ns, ifname, peer = spec.name, spec.ifname, spec.peer
+    exists = data.draw(st.booleans(), label="namespace exists")
+    real_inside = exists and data.draw(st.booleans(), label="vif inside")
+    peer_inside = exists and data.draw(st.booleans(), label="veth inside")
+    table = data.draw(st.sampled_from(["none", "ours", "another"]), label="table") if exists else "none"
+    if exists:
+        rules = {"none": None, "ours": spec.rules, "another": build_nat_table(other, ifname, peer)}[table]
+        k.namespaces[ns] = ({n for n, inside in ((ifname, real_inside), (peer, peer_inside)) if inside},
+                            listed_table(rules) if rules is not None else None)
+    if peer_inside:  # the veth's netvm end, named as the vif
+        veth = k.new_link(ifname)
+        k.links[veth] = (ifname, *data.draw(st.sampled_from([(False, 0), (True, VIF_GROUP)]), label="veth end"))
+    vif_outside = not real_inside and k.index_of(inp.vif.name) is None and data.draw(st.booleans(),
+                                                                                     label="vif in the netvm")
+    if vif_outside:
+        k.new_link(inp.vif.name)
+
+    facts = read_namespace(world.gw, spec, ns, ifname, peer, inp)
+    matches = table == "ours" or (table == "another" and listed_table(build_nat_table(other, ifname, peer))
+                                  == listed_table(spec.rules))
+    assert facts[:5] == (exists, real_inside, peer_inside, table != "none", matches)
+    somewhere = real_inside or vif_outside
+    try:
+        steps = plan_namespace(state, facts)
+        for step in steps:
+            k.apply(step)
+    except (ConfigError, ApplyError):
+        assert not somewhere, facts
+        return
+    again = read_namespace(world.gw, spec, ns, ifname, peer, inp)
+    assert again[:5] == (True, True, True, True, True)
+    assert plan_namespace(state, again) == []
+    # what online then finds in the netvm: the veth's end, under the vif's name (not yet in the vif group)
+    link = find_link(world.gw, inp, our_veth=True)
+    assert link is not None and link.name == ifname and k.index_of(inp.vif.name) in (None, link.ifindex)
 
 
 @HEAVY
