@@ -55,13 +55,15 @@ def find_link(gw: Gateways, inp: VifInputs, *, our_veth: bool = False) -> Link |
     naming the uplink (or any other interface) can never make us reconfigure
     or take down that one. ``our_veth``: a mapped vif's namespace is in
     place, so the device under the new name is our veth's netvm end (made
-    by us, or refused as existing), which joins the vif group only later.
+    by us, or refused as existing), which joins the vif group only later:
+    then one in the default group (0, where a new veth is born) is trusted
+    too, never one in another group (the uplinks' is 1).
     """
     try:
         link = gw.rtnl.get_link(inp.vif.name)
         if link is None and inp.ifname != inp.vif.name:
             link = gw.rtnl.get_link(inp.ifname)
-            if link is not None and link.group != VIF_GROUP and not our_veth:
+            if link is not None and link.group != VIF_GROUP and not (our_veth and link.group == 0):
                 link = None
     except NetlinkError as exc:
         raise _netlink(f"interface {inp.vif.name}", exc) from exc
