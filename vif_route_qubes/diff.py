@@ -77,7 +77,8 @@ def plan_namespace(state: VifState, facts: NamespaceFacts) -> list[Step]:
     if not real_inside:
         # Our veth exists only once the vif was moved in: with it there, a
         # device of the vif's name in the netvm is the veth's end, not the vif.
-        if (facts.netvm_link is None or ours_now) and not rebuilt:
+        # (renamed, a device under libxl's name is the vif itself, wherever the veth is)
+        if (facts.netvm_link is None or (ours_now and facts.netvm_link.name == spec.ifname)) and not rebuilt:
             raise ConfigError("vif", f"interface {state.vif} does not exist; is the VM's backend still there?")
         steps.append(MoveIntoNamespace(spec.name, state.vif, spec.ifname))
     if not ours_now:

@@ -74,7 +74,7 @@ def read_plan(gw: Gateways, inp: VifInputs, direction: Direction, *,
         namespace = tuple(plan_namespace(state, facts))
         on_namespace(namespace)
         # The netvm end of the vif is now the veth (or the real vif, back).
-        env = env._replace(link=find_link(gw, inp))
+        env = env._replace(link=find_link(gw, inp, our_veth=state.namespace is not None))
     obs = read_observed(gw, state, env.link, env)
     plan = plan_online(state, obs, inp.xenbus_path)
     if previous is not None:

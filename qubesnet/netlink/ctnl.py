@@ -84,9 +84,8 @@ def _addresses_of(entry: ct_msg) -> set[IPAddress]:
 class Conntrack:
     """The ctnetlink gateway; one socket, closed with ``close()``."""
 
-    def __init__(self, dry_run: bool = False) -> None:
+    def __init__(self) -> None:
         self._nl = NetlinkSocket(NETLINK_NETFILTER)
-        self.dry_run = dry_run
 
     def close(self) -> None:
         self._nl.close()
@@ -131,7 +130,7 @@ class Conntrack:
         Returns how many entries were deleted.
         """
         wanted = set(addrs)
-        if self.dry_run or not wanted:
+        if not wanted:
             return 0
         deleted = 0
         for entry in self._dump([addr.packed for addr in wanted]):

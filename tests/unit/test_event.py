@@ -122,7 +122,7 @@ def test_offline_without_the_ip_key_relocks_when_allowed_keeps_changing(w: World
     def moving(gw: object, ifname: str) -> object:
         n = next(calls)
         listed = real(gw, ifname)  # type: ignore[arg-type]
-        return listed._replace(ignored=(f"changing {n}",))
+        return listed._replace(ignored=(ip_address(f"10.0.0.{n}"),))
 
     monkeypatch.setattr(observe, "read_allowed_addresses", moving)
     with pytest.raises(ApplyError, match="keep changing; retry offline"):
