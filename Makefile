@@ -35,6 +35,9 @@ PYTHONDIR ?= $(PREFIX)/share/qubes-netvm-hotplug
 # tools do it (Debian: dh_python3 -> py3compile/py3clean in the maintainer
 # scripts; Fedora: %py_byte_compile).
 BYTECOMPILE ?= yes
+# Where the distribution's python3 libraries are (the entry points run with
+# -S, without site's list): Debian's; Fedora: sitelib and sitearch.
+PYTHON_LIBDIRS ?= /usr/lib/python3/dist-packages
 XEN_SCRIPTS_DIR ?= $(SYSCONFDIR)/xen/scripts
 QUBES_LIBDIR ?= $(PREFIX)/lib/qubes
 NM_DISPATCHER_DIR ?= $(SYSCONFDIR)/NetworkManager/dispatcher.d
@@ -169,8 +172,8 @@ install: man
 	# original it has to put back.
 	install -d -m 0755 $(DESTDIR)$(PKG_LIBDIR) $(DESTDIR)$(XEN_SCRIPTS_DIR) $(DESTDIR)$(QUBES_LIBDIR) \
 		$(DESTDIR)$(NM_DISPATCHER_DIR)
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/vif-route-qubes > $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
+	sed -e 's|@PYTHONDIR@|$(PYTHONDIR)|' -e 's|@PYTHON_LIBDIRS@|$(PYTHON_LIBDIRS)|' bin/vif-route-qubes > $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes
+	sed -e 's|@PYTHONDIR@|$(PYTHONDIR)|' -e 's|@PYTHON_LIBDIRS@|$(PYTHON_LIBDIRS)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
 	install -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(PKG_LIBDIR)/qubes-nmhook
 	chmod 0755 $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
 	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes

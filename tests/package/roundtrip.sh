@@ -148,7 +148,7 @@ state_of() {
 # Every path on this machine whose name is one of ours (the stand-in
 # originals' paths included), outside the kernel's and the test's.
 names_of_ours() {
-    find / \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /work \
+    find / \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp -o -path /work \
         -o -path "$REPO" \) -prune -o \( -name "*$PKG*" -o -name qubesnet -o -name vif_route_qubes \
         -o -name setup_dnat_to_ns -o -name 'qubes-vif-*' -o -name 'qubes-setup-dnat-to-ns*' \
         -o -name 'qubes-nmhook*' -o -name 'vif-route-qubes*' -o -name '*-qubes-vif-reconcile.conf' \
@@ -241,7 +241,7 @@ for path in $PATHS; do
 done
 [ "$(state_of "$ORIGINALS")" = "$ORIG_STATE" ] || fail "the diverted originals changed: $(state_of "$ORIGINALS")"
 ls -l /etc/NetworkManager/dispatcher.d/ "$ORIGINALS"
-others=$(find /etc/NetworkManager/dispatcher.d /etc/xen/scripts /usr/lib/qubes -name '*qubes*' \
+others=$(find /etc/NetworkManager/dispatcher.d /etc/xen/scripts /usr/lib/qubes -mindepth 1 -name '*qubes*' \
     ! -name qubes-nmhook ! -name vif-route-qubes ! -name qubes-setup-dnat-to-ns \
     ! -name vif-qubes-nat.sh ! -name qubes-fix-nm-conf.sh)
 [ -z "$others" ] || fail "besides ours, something of the Qubes scripts is where it runs: $others"
@@ -267,6 +267,10 @@ man -w vif-route-qubes qubes-setup-dnat-to-ns
 
 step "units: watch and reconcile enabled, the DNS watch not; systemd-analyze verify"
 UNITS=$(dpkg -L $PKG | grep -E '/systemd/system/[^/]+\.service$')
+# 0.1.0 had them in /usr/lib/systemd/system, Debian 12's systemd.pc says
+# /lib/systemd/system: the same directory on a merged /usr, where dpkg must
+# not take the new file for the old one it removes.
+for unit in $UNITS; do [ -f "$unit" ] || fail "$unit is missing after the upgrade"; done
 for unit in qubes-vif-watch.service qubes-vif-reconcile.service; do
     [ -L "/etc/systemd/system/multi-user.target.wants/$unit" ] || fail "$unit is not enabled"
 done
