@@ -26,7 +26,8 @@
 #      diversion, and a listing of / shows nothing of ours left.
 #
 # Everything installed here is purged again on exit (also on failure),
-# including dependencies apt pulled in that were not installed before.
+# including dependencies our apt-get calls pulled in (only those: other
+# work on the machine may install packages meanwhile, not ours to remove).
 #
 #   sh tests/package/roundtrip.sh build/packages/qubes-netvm-hotplug_0.2.0_all.deb
 #
@@ -66,7 +67,7 @@ git -C "$REPO" cat-file -e "$OLD_COMMIT^{commit}" 2>/dev/null ||
 WORK=$(mktemp -d /tmp/qubes-netvm-hotplug-roundtrip.XXXXXX)
 chmod 0755 "$WORK"
 RUNLOG=$WORK/originals-runs.log
-dpkg-query -W -f '${Package}\n' | sort > "$WORK/packages-before"
+: > "$WORK/added-by-us"
 
 cleanup() {
     status=$?
@@ -89,8 +90,12 @@ cleanup() {
         done
     done
     rmdir "$ORIGINALS" "/usr/lib/$PKG" 2>/dev/null
-    dpkg-query -W -f '${Package}\n' | sort > "$WORK/packages-after"
-    added=$(comm -13 "$WORK/packages-before" "$WORK/packages-after" | tr '\n' ' ')
+    added=""
+    # shellcheck disable=SC2013
+    for p in $(sort -u "$WORK/added-by-us"); do
+        case " $PKG $FAKES " in *" $p "*) continue ;; esac
+        if installed "$p"; then added="$added $p"; fi
+    done
     if [ -n "$added" ]; then
         echo "purging what apt pulled in: $added"
         # shellcheck disable=SC2086
@@ -118,6 +123,7 @@ fake_package() {
     mkdir -p "$root/DEBIAN"
     for path in "$@"; do
         mkdir -p "$root$(dirname "$path")"
+        # shellcheck disable=SC2016
         printf '#!/bin/sh\n# stand-in for %s of %s %s\necho "$(date +%%s.%%N) %s %s $0 $*" >> %s\nexit 0\n' \
             "$path" "$name" "$version" "$name" "$version" "$RUNLOG" > "$root$path"
         case "$path" in */qubes-setup-dnat-to-ns) chmod 0754 "$root$path" ;; *) chmod 0755 "$root$path" ;; esac
@@ -140,7 +146,7 @@ state_of() {
     for path in $PATHS; do
         file=${1:+$1/${path##*/}}
         file=${file:-$path}
-        [ -f "$file" ] && [ ! -L "$file" ] || { echo "missing $file"; continue; }
+        if [ ! -f "$file" ] || [ -L "$file" ]; then echo "missing $file"; continue; fi
         printf '%s %s\n' "$(sha256sum < "$file" | cut -d' ' -f1)" "$(stat -c '%a %U:%G' "$file")"
     done
 }
@@ -155,6 +161,18 @@ names_of_ours() {
         -o -name '*-qubes-vif-route.rules' \) -print | sort
 }
 
+installed_packages() { dpkg-query -W -f '${db:Status-Status} ${Package}\n' | sed -n 's/^installed //p' | sort; }
+
+# apt_install ARG...: apt-get install, noting the packages it added (the
+# clean-up purges those).
+apt_install() {
+    installed_packages > "$WORK/before-apt"
+    apt_status=0
+    apt-get install "$@" || apt_status=$?
+    installed_packages | comm -13 "$WORK/before-apt" - >> "$WORK/added-by-us"
+    return $apt_status
+}
+
 # originals_ran: how many runs of a stand-in original the log holds.
 originals_ran() { if [ -f "$RUNLOG" ]; then wc -l < "$RUNLOG"; else echo 0; fi; }
 
@@ -166,7 +184,7 @@ NET1=$(fake_package qubes-core-agent-networking 4.99.0-1 $NET_FILES)
 NET2=$(fake_package qubes-core-agent-networking 4.99.1-1 $NET_FILES)
 NM1=$(fake_package qubes-core-agent-network-manager 4.99.0-1 /etc/NetworkManager/dispatcher.d/qubes-nmhook \
     /usr/lib/qubes/qubes-fix-nm-conf.sh)
-apt-get install -y -qq "$NET1" "$NM1" >/dev/null
+apt_install -y -qq "$NET1" "$NM1" >/dev/null
 ORIG_STATE=$(state_of "")
 echo "$ORIG_STATE"
 names_of_ours > "$WORK/names-before"
@@ -191,7 +209,7 @@ mkdir "$WORK/old"
 git -C "$REPO" archive --prefix=$PKG-0.1.0/ "$OLD_COMMIT" | tar -x -C "$WORK/old"
 (cd "$WORK/old/$PKG-0.1.0" && dpkg-buildpackage -b -us -uc) > "$WORK/old/build.log" 2>&1 ||
     { tail -n 30 "$WORK/old/build.log"; fail "0.1.0 did not build"; }
-apt-get install -y -qq --no-install-recommends "$WORK/old/${PKG}_0.1.0_all.deb" >/dev/null
+apt_install -y -qq --no-install-recommends "$WORK/old/${PKG}_0.1.0_all.deb" >/dev/null
 dpkg-query -W $PKG
 for path in $PATHS; do
     [ "$(dpkg-divert --truename "$path")" = "$path.qubes-orig" ] || fail "0.1.0 did not divert $path to .qubes-orig"
@@ -205,14 +223,14 @@ if dispatcher_check; then
 fi
 grep -q "the replaced original ran" "$WORK/dispatcher.out" ||
     { cat "$WORK/dispatcher.out"; fail "installed_dispatcher.py failed on 0.1.0, but not for the original's runs"; }
-grep "qubes-nmhook.qubes-orig" "$RUNLOG" | head -n 3
-echo "caught: the original hook ran $(grep -c 'qubes-nmhook.qubes-orig' "$RUNLOG") times under 0.1.0"
+echo "caught: the original hook ran $(grep -c 'qubes-nmhook.qubes-orig' "$RUNLOG") times under 0.1.0, for:" \
+    "$(grep 'qubes-nmhook.qubes-orig' "$RUNLOG" | awk '{print $NF}' | tr '\n' ' ')"
 : > "$RUNLOG"
 
 # --- 3. the upgrade to this package -----------------------------------------------
 
 step "apt-get install $DEB (upgrade from 0.1.0)"
-apt-get install -y --no-install-recommends "$DEB"
+apt_install -y --no-install-recommends "$DEB"
 installed $PKG || fail "$PKG not installed"
 dpkg-query -W -f '${Package} ${Version}: Depends: ${Depends}\n' $PKG
 [ "$(dpkg-query -W -f '${Version}' $PKG)" != 0.1.0 ] || fail "still 0.1.0"
@@ -233,7 +251,7 @@ dpkg-divert --list | grep " by $PKG\$" || true
 [ "$(our_diversions)" -eq 3 ] || fail "expected 3 diversions by $PKG"
 for path in $PATHS; do
     [ "$(dpkg-divert --truename "$path")" = "$ORIGINALS/${path##*/}" ] || fail "$path not diverted into $ORIGINALS"
-    [ ! -e "$path.qubes-orig" ] && [ ! -L "$path.qubes-orig" ] || fail "$path.qubes-orig left by 0.1.0"
+    if [ -e "$path.qubes-orig" ] || [ -L "$path.qubes-orig" ]; then fail "$path.qubes-orig left by 0.1.0"; fi
     target=$(readlink -f "$path")
     case "$target" in /usr/lib/$PKG/*) ;; *) fail "$path is not ours (-> $target)" ;; esac
     case "$target" in $ORIGINALS/*) fail "$path leads to an original" ;; esac
@@ -283,7 +301,7 @@ done
 systemd-analyze verify $UNITS > "$WORK/verify.out" 2>&1 || { cat "$WORK/verify.out"; fail "systemd-analyze verify"; }
 cat "$WORK/verify.out"
 ! grep -q . "$WORK/verify.out" || fail "systemd-analyze verify has something to say about our units"
-echo "systemd-analyze verify: clean ($(echo $UNITS | wc -w) units)"
+echo "systemd-analyze verify: clean ($(echo "$UNITS" | wc -l) units)"
 
 # --- 4. the installed programs at work, the originals idle -----------------------------
 
@@ -305,7 +323,7 @@ echo "the originals ran 0 times"
 # --- 5. an upgrade of the originals' package ---------------------------------------
 
 step "upgrade of qubes-core-agent-networking: it must not overwrite ours"
-apt-get install -y -qq "$NET2" >/dev/null
+apt_install -y -qq "$NET2" >/dev/null
 dpkg-query -W qubes-core-agent-networking
 for path in $PATHS; do
     case "$(readlink -f "$path")" in /usr/lib/$PKG/*) ;; *) fail "the upgrade replaced $path" ;; esac
