@@ -140,12 +140,13 @@ EOF
     echo "$WORK/${name}_${version}_all.deb"
 }
 
-# state_of DIR: "sha256 mode owner" of each Qubes path's file, in PATHS
-# order, as found in DIR (by base name), or at the path itself (no DIR).
+# state_of DIR [SUFFIX]: "sha256 mode owner" of each Qubes path's file, in
+# PATHS order, as found in DIR (by base name), or at the path itself with
+# SUFFIX (DIR empty).
 state_of() {
     for path in $PATHS; do
         file=${1:+$1/${path##*/}}
-        file=${file:-$path}
+        file=${file:-$path${2:-}}
         if [ ! -f "$file" ] || [ -L "$file" ]; then echo "missing $file"; continue; fi
         printf '%s %s\n' "$(sha256sum < "$file" | cut -d' ' -f1)" "$(stat -c '%a %U:%G' "$file")"
     done
@@ -227,6 +228,23 @@ echo "caught: the original hook ran $(grep -c 'qubes-nmhook.qubes-orig' "$RUNLOG
     "$(grep 'qubes-nmhook.qubes-orig' "$RUNLOG" | awk '{print $NF}' | tr '\n' ' ')"
 : > "$RUNLOG"
 
+step "an upgrade from 0.1.0 that dpkg aborts: preinst upgrade, then postrm abort-upgrade"
+# What dpkg runs when unpacking the new version fails after its preinst:
+# the diversions must be back where 0.1.0's scripts expect them.
+dpkg-deb -e "$DEB" "$WORK/new-control"
+sh "$WORK/new-control/preinst" upgrade 0.1.0
+for path in $PATHS; do
+    [ "$(dpkg-divert --truename "$path")" = "$ORIGINALS/${path##*/}" ] || fail "preinst upgrade did not move $path's diversion"
+done
+[ "$(state_of "$ORIGINALS")" = "$ORIG_STATE" ] || fail "preinst upgrade changed the originals"
+sh "$WORK/new-control/postrm" abort-upgrade 0.1.0
+for path in $PATHS; do
+    [ "$(dpkg-divert --truename "$path")" = "$path.qubes-orig" ] || fail "abort-upgrade did not give $path's diversion back to 0.1.0"
+done
+[ "$(state_of "" .qubes-orig)" = "$ORIG_STATE" ] || fail "the originals are not back at <path>.qubes-orig: $(state_of "" .qubes-orig)"
+[ ! -e "$ORIGINALS" ] || fail "abort-upgrade left $ORIGINALS"
+echo "aborted upgrade: 0.1.0's diversions and files back at <path>.qubes-orig"
+
 # --- 3. the upgrade to this package -----------------------------------------------
 
 step "apt-get install $DEB (upgrade from 0.1.0)"
@@ -297,8 +315,10 @@ done
 for unit in $UNITS; do
     grep -qx 'ConditionPathExists=/run/qubes-service/qubes-network' "$unit" || fail "$unit runs outside a netvm"
 done
+# --man=no: it would format the pages of Documentation= with man, leaving
+# man-db's cache of them behind; man -w above checks that they exist.
 # shellcheck disable=SC2086
-systemd-analyze verify $UNITS > "$WORK/verify.out" 2>&1 || { cat "$WORK/verify.out"; fail "systemd-analyze verify"; }
+systemd-analyze verify --man=no $UNITS > "$WORK/verify.out" 2>&1 || { cat "$WORK/verify.out"; fail "systemd-analyze verify"; }
 cat "$WORK/verify.out"
 ! grep -q . "$WORK/verify.out" || fail "systemd-analyze verify has something to say about our units"
 echo "systemd-analyze verify: clean ($(echo "$UNITS" | wc -l) units)"
