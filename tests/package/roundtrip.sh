@@ -69,18 +69,34 @@ chmod 0755 "$WORK"
 RUNLOG=$WORK/originals-runs.log
 : > "$WORK/added-by-us"
 
+# Diversions of ours a broken postrm would leave: removed, the original
+# renamed back where its directory still exists.
+remove_our_diversions() {
+    dpkg-divert --list | sed -n "s/^diversion of \(.*\) to .* by $PKG\$/\1/p" | while read -r path; do
+        echo "removing a diversion left behind: $path"
+        if [ -d "${path%/*}" ]; then
+            dpkg-divert --package $PKG --remove --rename "$path"
+        else
+            dpkg-divert --package $PKG --remove --no-rename "$path"
+        fi
+    done
+}
+
 cleanup() {
     status=$?
     set +e
     step "clean-up (the machine as it was)"
-    for p in $PKG $FAKES; do
+    # Ours first, while the stand-ins' directories still exist. If its
+    # postrm fails (a broken or half-done migration), the diversions are
+    # removed here, originals renamed back, and the purge tried again.
+    if dpkg-query -W $PKG >/dev/null 2>&1 && ! dpkg --purge $PKG >/dev/null; then
+        remove_our_diversions
+        dpkg --purge $PKG >/dev/null
+    fi
+    for p in $FAKES; do
         if dpkg-query -W "$p" >/dev/null 2>&1; then dpkg --purge "$p" >/dev/null; fi
     done
-    # Diversions a broken postrm would leave: removed, originals renamed back.
-    dpkg-divert --list | sed -n "s/^diversion of \(.*\) to .* by $PKG\$/\1/p" | while read -r path; do
-        echo "removing a diversion left behind: $path"
-        dpkg-divert --package $PKG --remove --rename "$path"
-    done
+    remove_our_diversions
     # Stand-in originals the diversions kept from their packages' purge.
     for path in $PATHS; do
         for file in "$path" "$path.qubes-orig" "$ORIGINALS/${path##*/}"; do
