@@ -146,11 +146,14 @@ def test_deb_byte_compiles_its_private_directory(built: Path, tmp_path: Path) ->
 
 def test_deb_enables_the_watch_and_reconcile_units_only(built: Path, tmp_path: Path) -> None:
     postinst = control_files(built, tmp_path)["postinst"]
-    enabled = set(re.findall(r"^\t+deb-systemd-helper enable '([^']+)'", postinst, flags=re.MULTILINE))
-    assert enabled == {"qubes-vif-watch.service", "qubes-vif-reconcile.service", "qubes-setup-dnat-to-ns-watch.service"}
-    # ...the DNS watch only when it was enabled before (by the administrator):
-    dns_watch = postinst.split("'qubes-setup-dnat-to-ns-watch.service'", 1)[0].rsplit("# Automatically added", 1)[1]
-    assert "debian-installed" in dns_watch
+    # dh_installsystemd's blocks: an enable on first install, or only when the
+    # administrator had enabled the unit (debian-installed; --no-enable).
+    enabled, if_enabled_before = set(), set()
+    for block in postinst.split("# Automatically added by dh_installsystemd")[1:]:
+        units = set(re.findall(r"deb-systemd-helper enable '([^']+)'", block))
+        (if_enabled_before if "debian-installed" in block else enabled).update(units)
+    assert enabled == {"qubes-vif-watch.service", "qubes-vif-reconcile.service"}
+    assert if_enabled_before == {"qubes-setup-dnat-to-ns-watch.service"}
     started = set(re.findall(r"deb-systemd-invoke \$_dh_action '([^']+)'", postinst))
     assert started == {"qubes-vif-watch.service"}
 
