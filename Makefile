@@ -28,7 +28,18 @@ VPY = $(VENV)/bin/python
 DESTDIR ?=
 PREFIX ?= /usr
 SYSCONFDIR ?= /etc
-PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
+# The modules are the programs' private ones, not a library: a directory of
+# the package's own (Debian's Python policy for programs; Fedora allows
+# %{_datadir}/%{name} too), never top-level names in site-packages. The
+# entry points get it substituted for @PYTHONDIR@.
+PYTHONDIR ?= $(PREFIX)/share/qubes-netvm-hotplug
+# yes: byte code compiled here. Packages pass no and let the distribution's
+# tools do it (Debian: dh_python3 -> py3compile/py3clean in the maintainer
+# scripts; Fedora: %py_byte_compile).
+BYTECOMPILE ?= yes
+# Where the distribution's python3 libraries are (the entry points run with
+# -S, without site's list): Debian's; Fedora: sitelib and sitearch.
+PYTHON_LIBDIRS ?= /usr/lib/python3/dist-packages
 XEN_SCRIPTS_DIR ?= $(SYSCONFDIR)/xen/scripts
 QUBES_LIBDIR ?= $(PREFIX)/lib/qubes
 NM_DISPATCHER_DIR ?= $(SYSCONFDIR)/NetworkManager/dispatcher.d
@@ -160,9 +171,11 @@ install: man
 	install -d -m 0755 $(DESTDIR)$(PYTHONDIR)/qubesnet/netlink
 	install -m 0644 qubesnet/netlink/*.py $(DESTDIR)$(PYTHONDIR)/qubesnet/netlink/
 	# Byte code now: the first VM start should not pay for compiling.
-	for pkg in $(RUNTIME_PACKAGES); do \
-		$(PYTHON) -m compileall -q -d $(PYTHONDIR)/$$pkg $(DESTDIR)$(PYTHONDIR)/$$pkg || exit 1; \
-	done
+	if [ "$(BYTECOMPILE)" = yes ]; then \
+		for pkg in $(RUNTIME_PACKAGES); do \
+			$(PYTHON) -m compileall -q -d $(PYTHONDIR)/$$pkg $(DESTDIR)$(PYTHONDIR)/$$pkg || exit 1; \
+		done; \
+	fi
 	# The programs live in PKG_LIBDIR; the paths Qubes uses (owned there by
 	# qubes-core-agent-networking and -network-manager) are symlinks to
 	# them. A package takes those paths over by diverting the originals
@@ -171,8 +184,8 @@ install: man
 	# original it has to put back.
 	install -d -m 0755 $(DESTDIR)$(PKG_LIBDIR) $(DESTDIR)$(XEN_SCRIPTS_DIR) $(DESTDIR)$(QUBES_LIBDIR) \
 		$(DESTDIR)$(NM_DISPATCHER_DIR)
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/vif-route-qubes > $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes
-	sed 's|@PYTHONDIR@|$(PYTHONDIR)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
+	sed -e 's|@PYTHONDIR@|$(PYTHONDIR)|' -e 's|@PYTHON_LIBDIRS@|$(PYTHON_LIBDIRS)|' bin/vif-route-qubes > $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes
+	sed -e 's|@PYTHONDIR@|$(PYTHONDIR)|' -e 's|@PYTHON_LIBDIRS@|$(PYTHON_LIBDIRS)|' bin/qubes-setup-dnat-to-ns > $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
 	install -m 0755 dispatcher/qubes-nmhook $(DESTDIR)$(PKG_LIBDIR)/qubes-nmhook
 	chmod 0755 $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(PKG_LIBDIR)/qubes-setup-dnat-to-ns
 	ln -sfr $(DESTDIR)$(PKG_LIBDIR)/vif-route-qubes $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes
@@ -193,6 +206,7 @@ install: man
 
 uninstall:
 	for pkg in $(RUNTIME_PACKAGES); do rm -rf $(DESTDIR)$(PYTHONDIR)/$$pkg; done
+	-rmdir $(DESTDIR)$(PYTHONDIR) 2>/dev/null
 	rm -rf $(DESTDIR)$(PKG_LIBDIR)
 	rm -f $(DESTDIR)$(XEN_SCRIPTS_DIR)/vif-route-qubes \
 		$(DESTDIR)$(QUBES_LIBDIR)/qubes-setup-dnat-to-ns \

@@ -12,7 +12,7 @@ xenstore-utils dnsmasq-base dnsutils dbus-daemon
 time hyperfine gcc libc6-dev python3-dbus
 network-manager
 python3-pyroute2 python3-jeepney
-debhelper dh-python dpkg-dev fakeroot lintian rpm man-db"
+debhelper dh-python dpkg-dev fakeroot lintian rpm man-db pkgconf systemd"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2

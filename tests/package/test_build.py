@@ -33,6 +33,9 @@ DROPIN_DIRS = tuple(f"{UNIT_DIR}/{u}.service.d" for u in ("qubes-antispoof", "qu
 UNITS = (f"{UNIT_DIR}/qubes-setup-dnat-to-ns-watch.service", f"{UNIT_DIR}/qubes-vif-reconcile.service",
          f"{UNIT_DIR}/qubes-vif-watch.service", *(f"{d}/50-qubes-vif-reconcile.conf" for d in DROPIN_DIRS))
 DEPENDENCIES = ("python3-pyroute2", "python3-nftables", "python3-jeepney")
+# The Debian package's private module directory, and where its originals go.
+PRIVATE_DIR = f"/usr/share/{PKG}"
+ORIGINALS = f"/usr/lib/{PKG}/originals"
 
 
 def version() -> str:
@@ -82,6 +85,11 @@ def test_deb_depends_on_the_distributions_libraries(built: Path) -> None:
     assert run("dpkg-deb", "-f", str(deb(built)), "Architecture").strip() == "all"
 
 
+def deb_unit_dir() -> str:
+    """Where this release's systemd.pc puts units (Debian 12: /lib/systemd/system)."""
+    return run("pkg-config", "--variable=systemdsystemunitdir", "systemd").strip()
+
+
 def test_deb_installs_what_make_install_does(built: Path) -> None:
     listing = run("dpkg-deb", "-c", str(deb(built)))
     entries = {}
@@ -89,29 +97,72 @@ def test_deb_installs_what_make_install_does(built: Path) -> None:
         fields = line.split(None, 5)
         name = fields[5].removeprefix(".").split(" -> ")[0].rstrip("/")
         entries[name] = (fields[0], fields[5].split(" -> ")[1] if " -> " in fields[5] else None)
-    site = "/usr/lib/python3/dist-packages"
+    # An application's private modules, not a library: nothing in any
+    # site-packages; byte code is py3compile's, at install time.
+    site = PRIVATE_DIR
     assert {n.removeprefix(site + "/") for n in entries if n.startswith(site) and n.endswith(".py")} == source_modules()
+    assert not [n for n in entries if "/python3/dist-packages" in n or "site-packages" in n]
     assert not [n for n in entries if "qubes_netsim" in n or "/tests/" in n or n.endswith(".pyc")]
+    assert not [n for n in entries if n.startswith(ORIGINALS)], "originals/ is made and removed by the scripts"
     for program in PROGRAMS:
         assert entries[f"/usr/lib/{PKG}/{program}"][0] == "-rwxr-xr-x", program
     for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
         mode, target = entries[path]
         assert mode.startswith("l") and target and target.endswith(f"{PKG}/{program}"), path
-    for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *UNITS,
+    units = tuple(name.replace(UNIT_DIR, deb_unit_dir(), 1) for name in UNITS)
+    for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *units,
                  "/usr/share/man/man8/vif-route-qubes.8.gz", "/usr/share/man/man8/qubes-setup-dnat-to-ns.8.gz"):
         assert entries[name][0] == "-rw-r--r--", name
 
 
-def test_deb_diverts_the_qubes_paths_and_gives_them_back(built: Path, tmp_path: Path) -> None:
+def control_files(built: Path, tmp_path: Path) -> dict[str, str]:
     run("dpkg-deb", "-e", str(deb(built)), str(tmp_path / "control"))
-    preinst = (tmp_path / "control" / "preinst").read_text()
-    postrm = (tmp_path / "control" / "postrm").read_text()
+    return {p.name: p.read_text() for p in (tmp_path / "control").iterdir()}
+
+
+def test_deb_diverts_the_qubes_paths_where_nothing_runs_them(built: Path, tmp_path: Path) -> None:
+    scripts = control_files(built, tmp_path)
+    preinst, postrm = scripts["preinst"], scripts["postrm"]
     for path in QUBES_PATHS:
-        assert re.search(rf"^\s+divert {re.escape(path)}$", preinst, flags=re.MULTILINE), path
-        assert re.search(rf"^\s+undivert {re.escape(path)}$", postrm, flags=re.MULTILINE), path
-    assert f"--package {PKG} --add --rename" in preinst
-    assert f"--package {PKG} --remove --rename" in postrm
-    assert not (tmp_path / "control" / "conffiles").exists(), "nothing of ours is a conffile"
+        for name in ("divert", "migrate_from_next_to_the_path"):
+            assert re.search(rf"^\s+{name} {re.escape(path)}$", preinst, flags=re.MULTILINE), (name, path)
+        for name in ("undivert", "migrate_back_next_to_the_path"):
+            assert re.search(rf"^\s+{name} {re.escape(path)}$", postrm, flags=re.MULTILINE), (name, path)
+    for script in (preinst, postrm):
+        assert f"ORIGINALS={ORIGINALS}\n" in script
+        assert '--divert "$ORIGINALS/${1##*/}" "$1"' in script
+        assert ".qubes-orig\" --add" not in script and "--rename --divert \"$1.qubes-orig" not in script
+    assert '--package "$PKG" --add --rename' in preinst
+    assert '--package "$PKG" --remove --rename' in postrm
+    assert "dpkg --compare-versions \"$2\" lt 0.2.0~" in preinst
+    assert "conffiles" not in scripts, "nothing of ours is a conffile"
+
+
+def test_deb_byte_compiles_its_private_directory(built: Path, tmp_path: Path) -> None:
+    scripts = control_files(built, tmp_path)
+    assert f"py3compile -p {PKG} {PRIVATE_DIR}" in scripts["postinst"]
+    assert f"py3clean -p {PKG}" in scripts["prerm"]
+
+
+def test_deb_enables_the_watch_and_reconcile_units_only(built: Path, tmp_path: Path) -> None:
+    postinst = control_files(built, tmp_path)["postinst"]
+    # dh_installsystemd's blocks: an enable on first install, or only when the
+    # administrator had enabled the unit (debian-installed; --no-enable).
+    enabled, if_enabled_before = set(), set()
+    for block in postinst.split("# Automatically added by dh_installsystemd")[1:]:
+        units = set(re.findall(r"deb-systemd-helper enable '([^']+)'", block))
+        (if_enabled_before if "debian-installed" in block else enabled).update(units)
+    assert enabled == {"qubes-vif-watch.service", "qubes-vif-reconcile.service"}
+    assert if_enabled_before == {"qubes-setup-dnat-to-ns-watch.service"}
+    started = set(re.findall(r"deb-systemd-invoke \$_dh_action '([^']+)'", postinst))
+    assert started == {"qubes-vif-watch.service"}
+
+
+def test_units_do_nothing_outside_a_netvm() -> None:
+    for unit in ("qubes-vif-watch.service", "qubes-vif-reconcile.service", "qubes-setup-dnat-to-ns-watch.service"):
+        text = (REPO / "systemd" / unit).read_text()
+        assert "\nConditionPathExists=/run/qubes-service/qubes-network\n" in text, unit
+        assert "\n[Install]\nWantedBy=multi-user.target\n" in text, unit
 
 
 # --- the RPM -------------------------------------------------------------------
