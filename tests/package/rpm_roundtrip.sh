@@ -315,6 +315,17 @@ passed "stand-ins 4.3.1 installed at the Qubes paths"
 
 run R -i "$OURS_1"
 assert_ours_live 4.3.1
+# The entry points (python3 -IS) find our modules in the private directory
+# and, when the tree's entry points take the distribution's library
+# directories (@PYTHON_LIBDIRS@), Fedora's site-packages.
+abi=$(rpm -qp --requires "$OURS_1" | sed -n 's/^python(abi) = //p')
+for program in vif-route-qubes qubes-setup-dnat-to-ns; do
+    grep -q "/usr/share/$NAME" "$ROOT$LIBDIR/$program" || fail "$program does not look in /usr/share/$NAME"
+    if grep -q @PYTHON_LIBDIRS@ "$REPO/bin/$program"; then
+        grep -q "/usr/lib/python$abi/site-packages" "$ROOT$LIBDIR/$program" ||
+            fail "$program does not look in /usr/lib/python$abi/site-packages"
+    fi
+done
 passed "ours installed: the Qubes paths are ours, the originals in $ORIGDIR, nothing runnable left, rpm -V clean, units enabled"
 
 run R -U "$NET_2" "$NM_2"
