@@ -26,6 +26,10 @@
 # but our hook; no *.qubes-orig, *.rpmnew), rpm -V qubes-netvm-hotplug is
 # clean, the preset units are enabled. The root is removed on success and
 # kept for a look on failure.
+#
+# shellcheck disable=SC2015,SC2086
+# (A && B || fail: fail when either is false, as meant; the path lists are
+# split on purpose.)
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -111,11 +115,11 @@ $path"
     # The directories the package creates, as a real package owns them
     # (not those of the base system: rpm would leave them behind).
     for dir in $(for path in "$@"; do
-        dir=$(dirname "$path")
+        parent=$(dirname "$path")
         while :; do
-            case $dir in /etc | /usr | /usr/lib | /usr/share | /) break ;; esac
-            echo "$dir"
-            dir=$(dirname "$dir")
+            case $parent in /etc | /usr | /usr/lib | /usr/share | /) break ;; esac
+            echo "$parent"
+            parent=$(dirname "$parent")
         done
     done | sort -u); do
         files_lines="$files_lines
@@ -163,9 +167,11 @@ Stand-in for the base system in a scratch root, owning the directories
 that Fedora's filesystem and systemd packages own.
 %install
 EOF
-    for dir in $BASE_DIRS; do echo "mkdir -p %{buildroot}$dir"; done >>"$WORK/provides/fedora-provides.spec"
-    echo "%files" >>"$WORK/provides/fedora-provides.spec"
-    for dir in $BASE_DIRS; do echo "%dir $dir"; done >>"$WORK/provides/fedora-provides.spec"
+    {
+        for dir in $BASE_DIRS; do echo "mkdir -p %{buildroot}$dir"; done
+        echo "%files"
+        for dir in $BASE_DIRS; do echo "%dir $dir"; done
+    } >>"$WORK/provides/fedora-provides.spec"
     build_rpm "$WORK/provides/fedora-provides.spec" "$WORK/provides"
 }
 
