@@ -20,7 +20,8 @@
 #   ours erased: the root as before, by listing;
 #   then our 0.1.0 (built from this repository's history) over the
 #   stand-ins, upgraded to this version: its <path>.qubes-orig files move
-#   into originals/, its site-packages modules go.
+#   into originals/, its site-packages modules go; last, the stand-ins and
+#   ours installed in one transaction, then erased in one.
 # At every step where ours is installed: each Qubes path is a symlink to
 # ours, no original is anywhere a program scans (dispatcher.d holds nothing
 # but our hook; no *.qubes-orig, *.rpmnew), rpm -V qubes-netvm-hotplug is
@@ -388,6 +389,15 @@ assert_listing "$WORK/standins.txt"
 run R -e $NET $NM
 assert_listing "$WORK/base.txt"
 passed "erased after the migration: originals back, then the root as before"
+
+# One transaction each: the Qubes packages and ours installed together (the
+# takeover waits for %posttrans), then all three erased together.
+run R -i "$NET_2" "$NM_2" "$OURS_2"
+assert_ours_live 4.3.2
+passed "stand-ins and ours installed in one transaction: ours live"
+run R -e $NAME $NET $NM
+assert_listing "$WORK/base.txt"
+passed "stand-ins and ours erased in one transaction: the root as before"
 
 rm -rf "$WORK"
 echo "# rpm round trip: $(($(date +%s) - STARTED)) s"
