@@ -93,13 +93,17 @@ build_rpm() {  # spec sourcedir [rpmbuild options...]: the built RPM's path on s
     sed -n 's/^Wrote: \(.*\.rpm\)$/\1/p' "$log" | tail -1
 }
 
-# A stand-in Qubes package: name version path... Each file is a shell
+# A stand-in Qubes package: name version kind path... Each file is a shell
 # script naming its package, version and path (so that every version's
 # file differs), mode 0755; the expected copies stay in $WORK/expected.
+# kind: plain, or config for %config(noreplace) files (rpm then writes an
+# upgrade's file as <path>.rpmnew beside our symlink).
 standin() {
-    pkg=$1 ver=$2
-    shift 2
-    src="$WORK/standin/$pkg-$ver"
+    pkg=$1 ver=$2 kind=$3
+    shift 3
+    src="$WORK/standin/$pkg-$ver-$kind"
+    attr=""
+    [ "$kind" = plain ] || attr="%config(noreplace) "
     mkdir -p "$src"
     install_lines="" files_lines=""
     for path in "$@"; do
@@ -111,7 +115,7 @@ standin() {
         install_lines="$install_lines
 install -D -m 0755 %{_sourcedir}/${path##*/} %{buildroot}$path"
         files_lines="$files_lines
-$path"
+$attr$path"
     done
     # The directories the package creates, as a real package owns them
     # (not those of the base system: rpm would leave them behind).
@@ -140,7 +144,7 @@ install -D -m 0755 %{_sourcedir}/${1##*/} %{buildroot}/usr/share/$pkg/untouched
 %files$files_lines
 /usr/share/$pkg
 EOF
-    build_rpm "$src/$pkg.spec" "$src"
+    build_rpm "$src/$pkg.spec" "$src" --define "_rpmdir $src/out"  # the two kinds have one file name
 }
 
 # What Fedora's base system provides to ours (and to our 0.1.0).
@@ -174,6 +178,27 @@ EOF
         for dir in $BASE_DIRS; do echo "%dir $dir"; done
     } >>"$WORK/provides/fedora-provides.spec"
     build_rpm "$WORK/provides/fedora-provides.spec" "$WORK/provides"
+}
+
+# NetworkManager, as far as the hook is concerned: it owns dispatcher.d.
+networkmanager_rpm() {
+    mkdir -p "$WORK/networkmanager"
+    cat >"$WORK/networkmanager/NetworkManager.spec" <<EOF
+Name: NetworkManager
+Version: 1.46.0
+Release: 1
+Summary: Stand-in owning the dispatcher directory (test only)
+License: GPL-2.0-or-later
+BuildArch: noarch
+%description
+Stand-in for NetworkManager in a scratch root.
+%install
+mkdir -p %{buildroot}$NM_DIR
+%files
+%dir /etc/NetworkManager
+%dir $NM_DIR
+EOF
+    build_rpm "$WORK/networkmanager/NetworkManager.spec" "$WORK/networkmanager"
 }
 
 # Ours, one release later (0.2.0-1.1 > 0.2.0-1), from the same sources.
@@ -300,11 +325,14 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 NET=qubes-core-agent-networking
 NM=qubes-core-agent-network-manager
-NET_1=$(standin $NET 4.3.1 $NETWORKING_PATHS)
-NET_2=$(standin $NET 4.3.2 $NETWORKING_PATHS)
-NM_1=$(standin $NM 4.3.1 $NM_PATHS)
-NM_2=$(standin $NM 4.3.2 $NM_PATHS)
+NET_1=$(standin $NET 4.3.1 plain $NETWORKING_PATHS)
+NET_2=$(standin $NET 4.3.2 plain $NETWORKING_PATHS)
+NM_1=$(standin $NM 4.3.1 plain $NM_PATHS)
+NM_2=$(standin $NM 4.3.2 plain $NM_PATHS)
+NM_CONFIG_1=$(standin $NM 4.3.1 config $NM_PATHS)
+NM_CONFIG_2=$(standin $NM 4.3.2 config $NM_PATHS)
 PROVIDES=$(provides_rpm)
+NETWORKMANAGER=$(networkmanager_rpm)
 OURS_2=$(ours_upgrade_rpm)
 OURS_010=$(ours_010_rpm)
 make_root
@@ -389,6 +417,32 @@ assert_listing "$WORK/standins.txt"
 run R -e $NET $NM
 assert_listing "$WORK/base.txt"
 passed "erased after the migration: originals back, then the root as before"
+
+# The hook as a %config(noreplace) file (Qubes does not mark it so; a
+# packager might): rpm writes the upgrade's file as qubes-nmhook.rpmnew
+# beside our symlink, which nm-dispatcher would skip, but it is the new
+# original: the trigger moves it into originals/. Erased while ours is
+# installed, it leaves no .rpmsave (rpm had judged the file changed: it was
+# our symlink; the trigger leaves nothing at the path to keep).
+# NetworkManager owns dispatcher.d here, as on Fedora: it goes last, and
+# only an empty directory goes with it.
+run R -i "$NETWORKMANAGER"
+run R -i "$NET_1" "$NM_CONFIG_1" "$OURS_1"
+assert_ours_live 4.3.1
+run R -U "$NM_CONFIG_2"
+assert_nothing_runnable
+assert_taken_over 4.3.2 $NM_PATHS
+assert_taken_over 4.3.1 $NETWORKING_PATHS
+assert_verifies $NAME
+out=$(R -e $NM 2>&1) || fail "rpm -e $NM: $out"
+# (Debian's rpm always warns that it is not the Debian way: not that.)
+out=$(echo "$out" | grep -v -e '^rpm: RPM should not be used directly' -e '^rpm: However assuming' || true)
+[ -z "$out" ] || fail "rpm -e $NM had something to say (a file kept?): $out"
+assert_nothing_runnable
+[ ! -e "$ROOT$NM_PATHS" ] && [ ! -L "$ROOT$NM_PATHS" ] || fail "$NM_PATHS left after $NM was erased"
+run R -e $NAME $NET NetworkManager
+assert_listing "$WORK/base.txt"
+passed "a %config(noreplace) hook: the upgrade's .rpmnew moved into originals/, no .rpmsave on erase"
 
 # One transaction each: the Qubes packages and ours installed together (the
 # takeover waits for %posttrans), then all three erased together.
