@@ -62,6 +62,7 @@ BASE_DIRS="/usr/share /usr/share/licenses /usr/share/man /usr/share/man/man8 /us
 /usr/lib/systemd/system /usr/lib/systemd/system-preset /usr/lib/udev /usr/lib/udev/rules.d /etc/systemd
 /etc/systemd/system /etc/systemd/system/multi-user.target.wants"
 ENABLED_UNITS="qubes-vif-watch.service qubes-vif-reconcile.service"
+DNS_WATCH_LINK=/etc/systemd/system/multi-user.target.wants/qubes-setup-dnat-to-ns-watch.service
 STARTED=$(date +%s)
 PASSED=0
 
@@ -147,7 +148,8 @@ EOF
     build_rpm "$src/$pkg.spec" "$src" --define "_rpmdir $src/out"  # the two kinds have one file name
 }
 
-# What Fedora's base system provides to ours (and to our 0.1.0).
+# What Fedora's base system provides to ours (and to our 0.1.0), with the
+# directories its filesystem and systemd packages own and their presets.
 provides_rpm() {
     abi=$(rpm -qp --requires "$OURS_1" | sed -n 's/^python(abi) = //p')
     [ -n "$abi" ] || fail "$OURS_1 requires no python(abi)"
@@ -172,10 +174,13 @@ Stand-in for the base system in a scratch root, owning the directories
 that Fedora's filesystem and systemd packages own.
 %install
 EOF
+    # Fedora's last preset: what no preset file enables is disabled.
     {
         for dir in $BASE_DIRS; do echo "mkdir -p %{buildroot}$dir"; done
+        echo "echo 'disable *' >%{buildroot}/usr/lib/systemd/system-preset/99-default-disable.preset"
         echo "%files"
         for dir in $BASE_DIRS; do echo "%dir $dir"; done
+        echo "/usr/lib/systemd/system-preset/99-default-disable.preset"
     } >>"$WORK/provides/fedora-provides.spec"
     build_rpm "$WORK/provides/fedora-provides.spec" "$WORK/provides"
 }
@@ -350,6 +355,7 @@ passed "stand-ins 4.3.1 installed at the Qubes paths"
 
 run R -i "$OURS_1"
 assert_ours_live 4.3.1
+[ ! -L "$ROOT$DNS_WATCH_LINK" ] || fail "qubes-setup-dnat-to-ns-watch.service enabled on install (the administrator's choice)"
 # The entry points (python3 -IS) find our modules in the private directory
 # and, when the tree's entry points take the distribution's library
 # directories (@PYTHON_LIBDIRS@), Fedora's site-packages.
@@ -406,9 +412,12 @@ passed "ours erased last: the root lists as before the stand-ins"
 run R -i "$NET_1" "$NM_1"
 run R -i "$OURS_010"
 [ -x "$ROOT$NM_PATHS.qubes-orig" ] || fail "0.1.0 did not leave $NM_PATHS.qubes-orig (is the history right?)"
+# The administrator had enabled the DNS watch: the upgrade must keep it.
+run chroot "$ROOT" /usr/bin/systemctl enable qubes-setup-dnat-to-ns-watch.service
 run R -U "$OURS_1"
 assert_ours_live 4.3.1
-passed "0.1.0 -> $VERSION: the .qubes-orig originals moved into $ORIGDIR, the site-packages modules gone"
+[ -L "$ROOT$DNS_WATCH_LINK" ] || fail "the upgrade from 0.1.0 disabled the administrator's qubes-setup-dnat-to-ns-watch.service"
+passed "0.1.0 -> $VERSION: the .qubes-orig originals moved into $ORIGDIR, the site-packages modules gone, units enabled, the DNS watch left as it was"
 
 run R -e $NAME
 assert_given_back 4.3.1 $NETWORKING_PATHS $NM_PATHS
