@@ -17,6 +17,8 @@
 #   make install DESTDIR=... PREFIX=/usr
 #   make deb           the Debian package, checked by lintian (build/packages/)
 #   make rpm           the RPM package (build/packages/)
+#   make rpm-test      the RPM's scriptlets run by rpm over stand-in Qubes packages
+#                      in a scratch root under build/ (root; tests/package/rpm_roundtrip.sh)
 #   make package-test  install the .deb for real, run the namespace tier on
 #                      it, purge it (root; changes the system: not in make test)
 
@@ -241,6 +243,12 @@ rpm: $(PKG_BUILD)/src
 	rpmbuild -bb --nodeps --define '_topdir $(abspath $(PKG_BUILD))/rpmbuild' \
 		--define '_sourcedir $(abspath $(PKG_BUILD))/src' rpm/qubes-netvm-hotplug.spec
 	cp $(PKG_BUILD)/rpmbuild/RPMS/noarch/qubes-netvm-hotplug-$(PKG_VERSION)-*.noarch.rpm $(PKG_BUILD)/
+
+# Root, Debian's rpm: install, upgrade and erase ours and stand-in Qubes
+# packages with rpm --root in a scratch root (tests/package/rpm_roundtrip.sh).
+.PHONY: rpm-test
+rpm-test: rpm
+	sh tests/package/rpm_roundtrip.sh $(PKG_BUILD)
 
 # Root, Debian: the round trip an administrator would make (tests/package/).
 package-test: venv deb
