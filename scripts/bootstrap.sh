@@ -14,7 +14,7 @@ xenstore-utils dnsmasq-base dnsutils dbus-daemon busybox-static systemd
 time hyperfine gcc libc6-dev python3-dbus
 network-manager
 python3-pyroute2 python3-jeepney
-debhelper dh-python dpkg-dev fakeroot lintian rpm man-db pkgconf systemd"
+debhelper dh-python dpkg-dev fakeroot lintian rpm man-db pkgconf"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2
