@@ -147,7 +147,8 @@ def test_deb_enables_the_watch_and_reconcile_units_only(built: Path, tmp_path: P
     postinst = control_files(built, tmp_path)["postinst"]
     # dh_installsystemd's blocks: an enable on first install, or only when the
     # administrator had enabled the unit (debian-installed; --no-enable).
-    enabled, if_enabled_before = set(), set()
+    enabled: set[str] = set()
+    if_enabled_before: set[str] = set()
     for block in postinst.split("# Automatically added by dh_installsystemd")[1:]:
         units = set(re.findall(r"deb-systemd-helper enable '([^']+)'", block))
         (if_enabled_before if "debian-installed" in block else enabled).update(units)
