@@ -48,6 +48,7 @@ PYTEST = ("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider")
 TIER_TIMEOUT = 600.0
 
 DIFF = "vif_route_qubes/diff.py"
+KINDS = "vif_route_qubes/kinds.py"
 APPLY = "vif_route_qubes/apply.py"
 STEPS = "vif_route_qubes/steps.py"
 DESCRIBE = "vif_route_qubes/describe.py"
@@ -68,8 +69,11 @@ N_ANTISPOOF = "tests/integration/test_vif_antispoof.py"
 N_KILLS = "tests/integration/test_vif_mutation_kills.py"
 N_ADMIN = "tests/integration/test_admin.py"
 U_SURVEY = "tests/unit/test_survey.py"
-SURVEY = "vif_route_qubes/survey.py"
+U_EVENT = "tests/unit/test_event.py"
+N_PURGE_RACE = "tests/integration/test_vif_purge_race.py"
 EVENT = "vif_route_qubes/event.py"
+SURVEY = "vif_route_qubes/survey.py"
+VERDICTS = "vif_route_qubes/verdicts.py"
 
 
 @dataclass(frozen=True)
@@ -95,33 +99,22 @@ def mutant(id_: str, description: str, file: str, old: str, new: str, unit: tupl
 
 MUTANTS: tuple[Mutant, ...] = (
     mutant("offline-keeps-nothing", "plan_offline removes no set element",
-           DIFF, "gone = [e for e in state.elements if e in obs.elements and e not in keep]",
-           "gone: list[Element] = []",
+           KINDS, "return obj in obs.elements and obj not in kept_in_downstream(state, obs)", "return False",
            (U_DIFF,), (N_LIFECYCLE,)),
     mutant("offline-ignores-routed-elsewhere", "downstream never kept for an address another vif routes",
-           DIFF, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
+           KINDS, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
            "e.kind == SET_DOWNSTREAM and False)",
            (U_DIFF,), (N_LIFECYCLE, N_RACE)),
     mutant("downstream-kept-always", "offline keeps every downstream element",
-           DIFF, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
+           KINDS, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
            "e.kind == SET_DOWNSTREAM)",
            (U_DIFF,), (N_LIFECYCLE, N_ANTISPOOF)),
     mutant("metric-off-by-one", "describe: route metric 32752 - domid + 1",
            DESCRIBE, "routes=tuple(Route(a, inp.vif.metric) for a in routed)",
            "routes=tuple(Route(a, inp.vif.metric + 1) for a in routed)",
            (U_DESCRIBE, U_DIFF), (N_ONLINE,)),
-    mutant("link-up-before-elements", "plan_online: SetLink up before the nftables transaction",
-           DIFF,
-           "    if create:\n"
-           "        steps.append(NftChange(f\"online {ifname}\", tuple(create), tuple(remove)))\n"
-           "\n"
-           "    if not (link.up and link.group == state.group):\n"
-           "        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))\n",
-           "    if not (link.up and link.group == state.group):\n"
-           "        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))\n"
-           "\n"
-           "    if create:\n"
-           "        steps.append(NftChange(f\"online {ifname}\", tuple(create), tuple(remove)))\n",
+    mutant("link-up-before-elements", "plan_online: SetLink up before the nftables transaction (the link's rank)",
+           KINDS, 'name, rank = "link", 30', 'name, rank = "link", 18',
            (U_DIFF, U_APPLY), (N_KILLS, N_ONLINE)),
     mutant("rollback-without-fail-closed", "Applier.rollback does not take the link down first",
            APPLY, "self.gw.rtnl.set_link(self.fail_closed, up=False)", "pass",
@@ -134,16 +127,13 @@ MUTANTS: tuple[Mutant, ...] = (
            "return SetSysctl(self.key, self.value, self.previous)",
            (U_DIFF, U_APPLY), (N_ROLLBACK,)),
     mutant("online-adds-no-elements", "plan_online: missing = [] (no set element added)",
-           DIFF, "missing = [e for e in state.elements if e not in obs.elements]",
-           "missing: list[Element] = []",
+           KINDS, "        return obj not in obs.elements\n", "        return False\n",
            (U_DIFF,), (N_ONLINE,)),
     mutant("online-readds-present", "plan_online: missing = all elements, so its undo removes what it found",
-           DIFF, "missing = [e for e in state.elements if e not in obs.elements]",
-           "missing = list(state.elements)",
+           KINDS, "        return obj not in obs.elements\n", "        return True\n",
            (U_DIFF,), (N_ROLLBACK,)),
     mutant("offline-keeps-sysctls", "plan_offline does not restore the sysctls online set",
-           DIFF, "if current == sysctl.value and default is not None and default != current:",
-           "if False:",
+           KINDS, "return current == obj.value and default is not None and default != current", "return False",
            (U_DIFF,), (N_LIFECYCLE, N_KILLS)),
     mutant("offline-no-rename-back", "plan_offline does not rename the vif back to libxl's name",
            DIFF, "if link is not None and not namespace.exists and link.name == state.ifname != state.vif:",
@@ -151,10 +141,8 @@ MUTANTS: tuple[Mutant, ...] = (
            (U_DIFF,), (N_LIFECYCLE, N_KILLS)),
     mutant("offline-removes-unowned-addresses",
            "offline removes every host address on the link, not only the described gateways",
-           DIFF,
-           "steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in state.addresses\n"
-           "                  if a in obs.addresses]",
-           "steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in obs.addresses]",
+           KINDS, "        return state.addresses\n",
+           "        return state.addresses + tuple(a for a in obs.addresses if a not in state.addresses)\n",
            (U_DIFF, U_KILLS), (N_LIFECYCLE, N_KILLS),
            also=(Edit(OBSERVE, "addresses = on_link & set(state.addresses)",
                       "addresses = {a for a in on_link if a.prefixlen == a.addr.max_prefixlen}"),)),
@@ -192,9 +180,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "        if True:\n",
            (U_KILLS,), (N_ONLINE,)),
     mutant("undo-deletes-shared-objects", "an online's undo deletes the anti-spoofing objects it created",
-           DIFF, "    remove = build_elements(missing, present=False)\n",
-           "    remove = build_elements(missing, present=False) + [c for f, o in obs.base.items() for c in "
-           "build_antispoof(f, table=o.table, sets=o.sets, chains=o.chains, present=False)]\n",
+           KINDS, "        return [NftCommands(tuple(self._commands(obj, obs)))]\n",
+           "        o = obs.base[obj]\n"
+           "        return [NftCommands(tuple(self._commands(obj, obs)), tuple(build_antispoof(obj, table=o.table, "
+           "sets=o.sets, chains=o.chains, present=False)))]\n",
            (U_DIFF, "tests/unit/test_properties.py::test_undo_leaves_other_vifs_protected"), (N_ROLLBACK,)),
     mutant("failed-read-reads-absent", "a failed lookup in a set reads as \"not there\"",
            "qubesnet/netlink/nftset.py", "            if exc.code == errno.ENOENT:", "            if True:",
@@ -215,12 +204,17 @@ MUTANTS: tuple[Mutant, ...] = (
            "pass",
            (U_SURVEY,), (N_ADMIN,)),
     mutant("drift-reads-ok", "status calls a drifted vif ok",
-           SURVEY, 'verdict="drift" if drift else "ok"', 'verdict="ok"',
+           VERDICTS, 'return "drift" if drift else "ok"', 'return "ok"',
            (U_SURVEY,), (N_ADMIN,)),
+    mutant("purge-before-locks", "the conntrack purge runs before the event's locks, not as the plan's step",
+           EVENT, "    gw = make_gateways(Conntrack())\n",
+           "    gw = make_gateways(Conntrack())\n    gw.conntrack.purge(inp.addresses.used)\n",
+           (U_EVENT,), (N_PURGE_RACE,),
+           also=(Edit(KINDS, "        return [PurgeConntrack(obj)]\n", "        return []\n"),
+                 Edit(DIFF, "        steps.append(PurgeConntrack(state.purge))\n", "        pass\n"))),
     mutant("reconcile-reruns-hooks-and-purge", "reconcile runs hooks and purges connections of running clients",
-           EVENT, "skip = (ReportConnected,) if fresh else (ReportConnected, RunHooks, PurgeConntrack)",
-           "skip = (ReportConnected,)",
-           (), (N_ADMIN,)),
+           DIFF, "    if not is_unconfigured(state, obs):\n        skip += (RunHooks, PurgeConntrack)\n", "",
+           (U_DIFF,), (N_ADMIN,)),
 )
 
 
