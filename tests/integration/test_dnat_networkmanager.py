@@ -49,13 +49,18 @@ pytestmark = pytest.mark.networkmanager
 
 
 def start_manager(sim: SimNetvm, *, ipv6: bool = False) -> nm.SimNetworkManager:
+    return make_manager(sim, ipv6=ipv6).start()
+
+
+def make_manager(sim: SimNetvm, *, ipv6: bool = False) -> nm.SimNetworkManager:
+    """NetworkManager for the uplink, not started yet."""
     return nm.SimNetworkManager(
         sim.netvm.name, sim.workdir, hook=HOOK,
         tool_argv=[bin_path("qubes-setup-dnat-to-ns"), "--qubes-service-dir", sim.service_dir],
         qubesdb_socket=sim.qubesdb.path, address=f"{NETVM_UPLINK}/24", gateway=UPSTREAM, dns=[SERVER_A],
         address6=f"{NETVM_UPLINK6}/64" if ipv6 else None, gateway6=UPSTREAM6 if ipv6 else None,
         dns6=[SERVER6] if ipv6 else None,
-    ).start()
+    )
 
 
 @pytest.fixture
