@@ -17,6 +17,8 @@
 #   make rpm           the RPM package (build/packages/)
 #   make package-test  install the .deb for real, run the namespace tier on
 #                      it, purge it (root; changes the system: not in make test)
+#   make test-debian13 the .deb built, installed and tested on Debian 13
+#                      (trixie) in an mmdebstrap root (root; downloads trixie)
 
 PYTHON ?= /usr/bin/python3
 VENV ?= .venv
@@ -44,7 +46,7 @@ RUNTIME_PACKAGES = qubesnet vif_route_qubes setup_dnat_to_ns
 RECONCILE_DROPINS = qubes-antispoof.service qubes-iptables.service nftables.service
 
 .PHONY: all deps venv lint test test-debian-pyroute2 unit demo reliability bench mutation clean install uninstall \
-	man deb rpm package-test
+	man deb rpm package-test test-debian13
 
 all: venv
 
@@ -219,6 +221,13 @@ rpm: $(PKG_BUILD)/src
 # Root, Debian: the round trip an administrator would make (tests/package/).
 package-test: venv deb
 	sh tests/package/roundtrip.sh $(PKG_BUILD)/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb
+
+# Root: a trixie root from Debian's mirror (the one this machine's apt uses),
+# the .deb built there with trixie's debhelper, the unit tier and the package
+# round trip (integration and NetworkManager tests on the installed programs)
+# run there (tests/package/debian13.sh).
+test-debian13:
+	sh tests/package/debian13.sh
 
 FORCE:
 

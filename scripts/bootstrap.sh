@@ -2,7 +2,8 @@
 # Install the Debian packages this project needs to build, run and test.
 # Run as root on Debian 12 (bookworm) or later. python3-pyroute2 and
 # python3-jeepney: the distribution's libraries that make test-debian-pyroute2
-# and the packages use; debhelper ... rpm: to build and check the packages.
+# and the packages use; debhelper ... rpm: to build and check the packages;
+# mmdebstrap and debian-archive-keyring (trixie's keys): make test-debian13.
 set -eu
 
 PACKAGES="make python3 python3-venv
@@ -12,7 +13,8 @@ xenstore-utils dnsmasq-base dnsutils dbus-daemon
 time hyperfine gcc libc6-dev python3-dbus
 network-manager
 python3-pyroute2 python3-jeepney
-debhelper dh-python dpkg-dev fakeroot lintian rpm man-db"
+debhelper dh-python dpkg-dev fakeroot lintian rpm man-db
+mmdebstrap debian-archive-keyring"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2
