@@ -1,12 +1,15 @@
 """Which dispatcher actions the real NetworkManager sends, per release.
 
 A recording script in the private ``dispatcher.d`` (next to our hook, so it
-sees what any hook there sees) logs every action; the uplink is activated,
-given new DNS servers (applied by ``nmcli device reapply`` and by
-re-activation) and taken down. The observed actions must equal the row of
-``OBSERVED`` for the running release: the README's table of dispatcher
-actions is these facts, so a release that dispatches otherwise fails here
-until both are updated (measure with ``pytest -s``: the actions are printed).
+sees what any hook there sees) logs every action from NetworkManager's
+start on; the uplink is activated, the DNS configuration reloaded
+(``nmcli general reload dns-full``), given new DNS servers (applied by
+``nmcli device reapply`` and by re-activation), a VPN (qubes_netsim.fakevpn,
+with a DNS server of its own) brought up and down, and the uplink taken
+down. The observed actions must equal the row of ``OBSERVED`` for the
+running release: the README's table of dispatcher actions is these facts,
+so a release that dispatches otherwise fails here until both are updated
+(measure with ``pytest -s``: the actions are printed).
 
 Settling: NetworkManager queues requests to nm-dispatcher, which runs them
 in order; after each command the log is polled until the expected number of
@@ -36,7 +39,9 @@ DEADLINE = 15.0
 
 # (step, nmcli arguments): the uplink's connection profile is "uplink".
 STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("start", ()),  # NetworkManager started, no command yet
     ("activate", ("connection", "up", "uplink")),
+    ("reload DNS", ("general", "reload", "dns-full")),
     ("modify DNS only", ("connection", "modify", "uplink", "ipv4.dns", SERVER_B)),
     ("device reapply", ("device", "reapply", nm.UPLINK)),
     ("modify DNS, re-activate", ("connection", "modify", "uplink", "ipv4.dns", SERVER_A)),
@@ -48,9 +53,13 @@ STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # Measured: NetworkManager major.minor -> step -> actions seen in dispatcher.d,
 # in order, leaving out `connectivity-change` (see IGNORED). pre-up and
-# pre-down go only to pre-up.d and pre-down.d; no `dns-change` is sent here.
+# pre-down go only to pre-up.d and pre-down.d. `dns-change` comes only from
+# 1.52 and only for a reload of the DNS configuration: never for new servers
+# of a connection (reapply, re-activation) nor for a VPN's.
 _MEASURED = {
+    "start": ["hostname"],
     "activate": ["up"],
+    "reload DNS": [],
     "modify DNS only": [],
     "device reapply": ["reapply"],
     "modify DNS, re-activate": [],
@@ -61,7 +70,7 @@ _MEASURED = {
 }
 OBSERVED: dict[str, dict[str, list[str]]] = {
     "1.42": _MEASURED,  # Debian 12 (1.42.4)
-    "1.52": _MEASURED,  # Debian 13 (1.52.1): the same
+    "1.52": {**_MEASURED, "reload DNS": ["dns-change"]},  # Debian 13 (1.52.1)
 }
 # Sent around state changes by NetworkManager's connectivity tracking (here
 # without checks: NONE/FULL as the default route comes and goes), whose
@@ -121,15 +130,16 @@ def recorded(sim: SimNetvm) -> Iterator[tuple[SimNetvm, nm.SimNetworkManager, Re
 def test_dispatched_actions_are_the_measured_ones(
         recorded: tuple[SimNetvm, nm.SimNetworkManager, Recorder]) -> None:
     """The actions of each step are the measured ones; our hook ran the tool
-    once for each of them (the hook ignores none of these); while the VPN is
+    once for each of them but `hostname` (which it ignores); while the VPN is
     up its DNS server comes first in resolv.conf and the DNAT chain follows."""
     sim, manager, recorder = recorded
     version = release()
     expected = OBSERVED.get(version)
     seen: dict[str, list[str]] = {}
     for step, argv in STEPS:
-        before = len(recorder.actions())
-        manager.nmcli(*argv)
+        before = 0 if step == "start" else len(recorder.actions())
+        if argv:
+            manager.nmcli(*argv)
         seen[step] = recorder.settle(before, len(expected.get(step, [])) if expected else 0)
         print(f"\nNetworkManager {version}: {step}: {' '.join(seen[step]) or '(nothing)'}")
         if step == "VPN up":
@@ -139,6 +149,6 @@ def test_dispatched_actions_are_the_measured_ones(
             wait_for(chain_maps(sim, {VIRTUAL_DNS[0]: VPN_DNS}), timeout=DEADLINE, what="the VPN's DNS in the chain")
     assert expected is not None, f"NetworkManager {version} not measured yet: add {seen!r} to OBSERVED and the README"
     assert seen == expected
-    every = [action for step, _ in STEPS for action in seen[step]]
+    every = [action for step, _ in STEPS for action in seen[step] if action != "hostname"]
     wait_for(lambda: len(manager.hook_runs()) >= len(every), timeout=DEADLINE, what="the hook's runs")
     assert [action for _, action, _ in manager.hook_runs()] == every

@@ -124,7 +124,7 @@ udev groff-base git"
 # shellcheck disable=SC2016
 INSIDE='
 set -eu
-step() { printf "\n=== debian13 (in the root): %s\n" "$*"; }
+step() { printf "\n=== debian13 (in the root): %s (%ss)\n" "$*" "$(($(date +%s) - STARTED))"; }
 export DEBIAN_FRONTEND=noninteractive
 cd "$SRC"
 step "apt-get build-dep ./ (debian/control, from trixie)"
@@ -161,5 +161,5 @@ mount --rbind /dev "$ROOT/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$ROOT/run"
 mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
 exec chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
-' sh "$ROOT" PKG="$PKG" SRC="$SRC" TOOLS="$TOOLS" DEBIAN13_UNIT="${DEBIAN13_UNIT:-1}" \
+' sh "$ROOT" STARTED="$STARTED" PKG="$PKG" SRC="$SRC" TOOLS="$TOOLS" DEBIAN13_UNIT="${DEBIAN13_UNIT:-1}" \
     PYTEST_ARGS="${PYTEST_ARGS:-tests/integration}" sh -c "$INSIDE"
