@@ -2,8 +2,7 @@
 # Install the Debian packages this project needs to build, run and test.
 # Run as root on Debian 12 (bookworm) or later. python3-pyroute2 and
 # python3-jeepney: the distribution's libraries that make test-debian-pyroute2
-# and the packages use; debhelper ... rpm: to build and check the packages;
-# mmdebstrap and debian-archive-keyring (trixie's keys): make test-debian13.
+# and the packages use; debhelper ... rpm: to build and check the packages.
 set -eu
 
 PACKAGES="make python3 python3-venv
@@ -11,10 +10,9 @@ nftables libnftables1 python3-nftables
 iproute2 iputils-ping conntrack util-linux procps
 xenstore-utils dnsmasq-base dnsutils dbus-daemon
 time hyperfine gcc libc6-dev python3-dbus
-network-manager
+network-manager mmdebstrap debian-archive-keyring
 python3-pyroute2 python3-jeepney
-debhelper dh-python dpkg-dev fakeroot lintian rpm man-db
-mmdebstrap debian-archive-keyring"
+debhelper dh-python dpkg-dev fakeroot lintian rpm man-db"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2
@@ -22,6 +20,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# mmdebstrap and debian-archive-keyring (trixie's keys): make test-debian13
+# builds a Debian 13 root with them.
 # network-manager is only for the tests, which run their own NetworkManager
 # in private namespaces (tests/integration/test_dnat_networkmanager.py): on a
 # machine booted with systemd, it must not start managing the host's
