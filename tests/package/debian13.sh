@@ -115,11 +115,12 @@ git clone --quiet --no-hardlinks --no-checkout "$REPO" "$ROOT$SRC"
 # is the same list for Debian 12); man-db: roundtrip.sh looks the pages up.
 # The unit tier needs our dependencies before the package brings them, and
 # udev (udevadm) and groff-base for its checks of the rules and pages; git:
-# the round trip reads the previous release from history.
+# the round trip reads the previous release from history; systemd: its
+# systemd-analyze verify of the units.
 TOOLS="python3-pytest python3-pytest-mock python3-hypothesis python3-pyroute2 python3-jeepney
 nftables python3-nftables iproute2 iputils-ping conntrack util-linux procps
 xenstore-utils dnsmasq-base bind9-dnsutils dbus-daemon network-manager man-db
-udev groff-base git"
+udev groff-base git systemd"
 
 # shellcheck disable=SC2016
 INSIDE='
