@@ -95,7 +95,9 @@ trap 'exit 130' INT TERM
 
 step "mmdebstrap $SUITE from $MIRROR"
 # No recommends, as the round trip installs ours (and the tests need none).
-mmdebstrap --quiet --variant=apt --aptopt='APT::Install-Recommends "false"' \
+# In a private mount namespace: mmdebstrap mounts /proc, /sys and /dev in the
+# root while it installs, which would stay in this namespace if it were killed.
+unshare --mount --propagation private mmdebstrap --quiet --variant=apt --aptopt='APT::Install-Recommends "false"' \
     --include=ca-certificates "$SUITE" "$ROOT" "$MIRROR"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 
