@@ -27,6 +27,8 @@
 #                      in a scratch root under build/ (root; tests/package/rpm_roundtrip.sh)
 #   make package-test  install the .deb for real, run the namespace tier on
 #                      it, purge it (root; changes the system: not in make test)
+#   make test-debian13 the .deb built, installed and tested on Debian 13
+#                      (trixie) in an mmdebstrap root (root; downloads trixie)
 
 PYTHON ?= /usr/bin/python3
 VENV ?= .venv
@@ -66,7 +68,7 @@ RECONCILE_DROPINS = qubes-antispoof.service qubes-iptables.service nftables.serv
 
 .PHONY: all deps venv lint test test-debian-pyroute2 unit coverage demo reliability bench mutation mutation-sample \
 	clean install uninstall \
-	man deb rpm package-test
+	man deb rpm rpm-test package-test test-debian13
 
 all: venv
 
@@ -268,6 +270,13 @@ rpm-test: rpm
 # Root, Debian: the round trip an administrator would make (tests/package/).
 package-test: venv deb
 	sh tests/package/roundtrip.sh $(PKG_BUILD)/qubes-netvm-hotplug_$(PKG_VERSION)_all.deb
+
+# Root: a trixie root from Debian's mirror (the one this machine's apt uses),
+# the .deb built there with trixie's debhelper, the unit tier and the package
+# round trip (integration and NetworkManager tests on the installed programs)
+# run there (tests/package/debian13.sh).
+test-debian13:
+	sh tests/package/debian13.sh
 
 FORCE:
 

@@ -297,6 +297,11 @@ class SimNetworkManager:
         result = self.nmcli("-t", "-f", "RUNNING", "general", check=False, timeout=5)
         return result.returncode == 0 and result.stdout.strip() == "running"
 
+    def add_dispatcher_script(self, name: str, text: str) -> None:
+        """Put another script into the namespace's ``dispatcher.d`` (which
+        nm-dispatcher reads on every request), with the modes it demands."""
+        self._write(os.path.join("etc-nm", "dispatcher.d", name), text, 0o755)
+
     # --- using ---
 
     def nmcli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:

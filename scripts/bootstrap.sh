@@ -12,7 +12,7 @@ nftables libnftables1 python3-nftables
 iproute2 iputils-ping conntrack util-linux procps
 xenstore-utils dnsmasq-base dnsutils dbus-daemon busybox-static systemd
 time hyperfine gcc libc6-dev python3-dbus
-network-manager
+network-manager mmdebstrap debian-archive-keyring
 python3-pyroute2 python3-jeepney
 debhelper dh-python dpkg-dev fakeroot lintian rpm man-db pkgconf"
 
@@ -22,6 +22,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# mmdebstrap and debian-archive-keyring (trixie's keys): make test-debian13
+# builds a Debian 13 root with them.
 # network-manager is only for the tests, which run their own NetworkManager
 # in private namespaces (tests/integration/test_dnat_networkmanager.py): on a
 # machine booted with systemd, it must not start managing the host's

@@ -100,13 +100,25 @@ def build_nat_table(m: MappedAddress, ifname: str, peer: str) -> list[j.Json]:
 # --- comparing with what the namespace holds ---------------------------
 
 
+# ICMP codes our rules name, by number: nft 1.1 (Debian 13) lists a matched
+# `icmp code` as its number where nft 1.0 (Debian 12) gives the name back.
+_ICMP_CODES = {"frag-needed": 4}
+
+
 def _normal(value: Any) -> Any:
-    """Counters and element order do not make two tables different."""
+    """Counters, element order and how nft happens to spell a value do not
+    make two tables different: a one-element set is listed as the element,
+    an ICMP code (nft 1.1) as its number."""
     if isinstance(value, dict):
         if "counter" in value:
             return {"counter": None}
         if set(value) == {"set"} and isinstance(value["set"], list):
-            return {"set": sorted(map(str, value["set"]))}
+            elements = sorted(map(str, value["set"]))
+            return elements[0] if len(elements) == 1 else {"set": elements}
+        match = value.get("match")
+        if isinstance(match, dict) and match.get("left") == {"payload": {"protocol": "icmp", "field": "code"}}:
+            right = match.get("right")
+            return {"match": {**match, "right": _ICMP_CODES.get(right, right) if isinstance(right, str) else right}}
         return {k: _normal(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_normal(v) for v in value]

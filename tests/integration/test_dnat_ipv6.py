@@ -216,11 +216,11 @@ def test_ipv6_keys_removed_from_qubesdb_remove_the_ipv6_chains(dual: tuple[SimNe
 
 def test_without_ipv6_virtual_addresses_ip6_is_not_touched(sim: SimNetvm) -> None:
     sim.write_resolv_conf(f"nameserver {SERVER4}\nnameserver {SERVER6}\n")
-    before = sim.netvm.run(["nft", "-a", "list", "table", "ip6", "qubes"]).stdout
+    before = sim.netvm.run(["nft", "-s", "-a", "list", "table", "ip6", "qubes"]).stdout
 
     assert sim.dnat().returncode == 0
 
-    assert sim.netvm.run(["nft", "-a", "list", "table", "ip6", "qubes"]).stdout == before
+    assert sim.netvm.run(["nft", "-s", "-a", "list", "table", "ip6", "qubes"]).stdout == before
     assert "dnat to 198.51.100.1" in chain(sim, "ip", "dnat-dns")
 
 

@@ -174,6 +174,19 @@ def test_table_matches_tells_mappings_apart() -> None:
     assert spec is not None and table_matches(tuple(_as_listing(list(spec.rules))), list(spec.rules))
 
 
+def test_table_matches_as_each_nft_spells_it() -> None:
+    """nft lists a one-element set as the element (1.0 and 1.1) and a matched
+    ICMP code as its number (1.1, Debian 13): still the same table, so a second
+    `online` keeps the namespace; another code is still another table."""
+    hidden = build_nat_table(M._replace(hide=(A("10.139.1.1"),)), "vif12.0", "vif12.0-p")
+    text = json.dumps(_as_listing(hidden))
+    assert '{"set": ["10.139.1.1"]}' in text and '"right": "frag-needed"' in text
+    as_nft_1_1 = text.replace('{"set": ["10.139.1.1"]}', '"10.139.1.1"').replace('"right": "frag-needed"', '"right": 4')
+    assert table_matches(tuple(json.loads(as_nft_1_1)), hidden)
+    other_code = text.replace('"right": "frag-needed"', '"right": 3')
+    assert not table_matches(tuple(json.loads(other_code)), hidden)
+
+
 def test_nat_table_golden() -> None:
     check_golden("nat-table.json", build_nat_table(M, "vif12.0", "vif12.0-p"))
 
