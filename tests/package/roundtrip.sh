@@ -232,6 +232,12 @@ for path in $PATHS; do
     [ "$(dpkg-divert --truename "$path")" = "$path.qubes-orig" ] || fail "0.1.0 did not divert $path to .qubes-orig"
 done
 ls -l /etc/NetworkManager/dispatcher.d/
+# 0.1.0 enabled every unit where its release's dh_installsystemd found them
+# (trixie: /usr/lib/systemd/system), the DNS watch included; an upgrade keeps
+# what was enabled, as dpkg does for any unit (an administrator's choice).
+DNS_WATCH_WANTS=/etc/systemd/system/multi-user.target.wants/qubes-setup-dnat-to-ns-watch.service
+if [ -e "$DNS_WATCH_WANTS" ]; then DNS_WATCH_BEFORE=enabled; else DNS_WATCH_BEFORE=disabled; fi
+echo "0.1.0 left qubes-setup-dnat-to-ns-watch.service $DNS_WATCH_BEFORE"
 
 step "0.1.0 under a real NetworkManager: the check must catch the original hook running"
 if dispatcher_check; then
@@ -326,8 +332,12 @@ for unit in $UNITS; do [ -f "$unit" ] || fail "$unit is missing after the upgrad
 for unit in qubes-vif-watch.service qubes-vif-reconcile.service; do
     [ -L "/etc/systemd/system/multi-user.target.wants/$unit" ] || fail "$unit is not enabled"
 done
-[ ! -e /etc/systemd/system/multi-user.target.wants/qubes-setup-dnat-to-ns-watch.service ] ||
-    fail "qubes-setup-dnat-to-ns-watch.service is enabled: the dispatcher hook follows the uplinks already"
+if [ "$DNS_WATCH_BEFORE" = disabled ]; then
+    [ ! -e "$DNS_WATCH_WANTS" ] ||
+        fail "qubes-setup-dnat-to-ns-watch.service is enabled: the dispatcher hook follows the uplinks already"
+else
+    [ -e "$DNS_WATCH_WANTS" ] || fail "the upgrade disabled qubes-setup-dnat-to-ns-watch.service, which 0.1.0 had enabled"
+fi
 for unit in $UNITS; do
     grep -qx 'ConditionPathExists=/run/qubes-service/qubes-network' "$unit" || fail "$unit runs outside a netvm"
 done
