@@ -13,7 +13,6 @@ NetworkManager.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import selectors
 import time
@@ -26,6 +25,10 @@ from . import resolved, systemd
 from .debounce import Debounce
 from .inotify import Inotify
 from .run import APPLIED, run_once
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .args import Args
 
 log = logging.getLogger("qubes-setup-dnat-to-ns")
 
@@ -105,7 +108,7 @@ class ResolvedSignals:
             self.conn = None
 
 
-def _apply(args: argparse.Namespace, nft: Nft) -> bool:
+def _apply(args: Args, nft: Nft) -> bool:
     """One pass; whether it worked (a failure is retried by the debounce)."""
     try:
         if run_once(args, nft) == APPLIED:
@@ -121,7 +124,7 @@ def _earliest(*timeouts: float | None) -> float | None:
     return min(known) if known else None
 
 
-def watch(args: argparse.Namespace) -> int:
+def watch(args: Args) -> int:
     inotify = Inotify(args.resolv_conf)
     signals = ResolvedSignals(args.timeout)
     selector = selectors.DefaultSelector()

@@ -1,4 +1,5 @@
-"""The argparse-free reading of the hotplug call form (vif_route_qubes/argv.py).
+"""The argparse-free reading of the usual call forms (vif_route_qubes/argv.py,
+setup_dnat_to_ns/args.py, both on qubesnet.cliutil.read_plain_argv).
 
 Its one promise: whatever it reads, argparse would have read the same way;
 anything else it leaves to argparse. The reference is cli.parse_args itself.
@@ -11,6 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qubesnet.constants import NETWORK_HOOKS_DIR
+from setup_dnat_to_ns.args import Args as DnatArgs
+from setup_dnat_to_ns.args import parse_plain
+from setup_dnat_to_ns.cli import parse_args as dnat_parse_args
 from vif_route_qubes.argv import Args, parse_hotplug_argv
 from vif_route_qubes.cli import parse_args
 
@@ -56,3 +60,39 @@ def test_whatever_it_reads_argparse_reads_the_same(argv: list[str]) -> None:
     got = by_argparse(argv)
     assert fast._replace(mapped_wait=0.0, timeout=0.0) == got._replace(mapped_wait=0.0, timeout=0.0)
     assert repr((fast.mapped_wait, fast.timeout)) == repr((got.mapped_wait, got.timeout))  # nan == nan
+
+
+# --- qubes-setup-dnat-to-ns (setup_dnat_to_ns/args.py) -------------------------
+
+def dnat_by_argparse(argv: list[str]) -> DnatArgs:
+    ns = dnat_parse_args(argv)
+    return DnatArgs(ns.dry_run, ns.status, ns.watch, ns.verbose, ns.resolv_conf, ns.qubes_service_dir, ns.timeout)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-v"], ["--status"], ["--watch", "--timeout", "3"], ["-n", "-n"], ["--resolv-conf", "/tmp/r", "--dry-run"],
+    ["--resolv-conf=/r", "--qubes-service-dir", "/s", "--verbose"],
+])
+def test_the_dnat_forms_are_read_as_argparse_reads_them(argv: list[str]) -> None:
+    plain = parse_plain(argv)
+    assert plain is not None
+    assert plain == dnat_by_argparse(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["-n", "--status"], ["--watch", "--dry-run"], ["extra"], ["--resolv", "/r"], ["-vn"],
+    ["--timeout", "x"], ["--resolv-conf", "-"], ["--resolv-conf"],
+])
+def test_everything_else_of_the_dnat_tool_is_left_to_argparse(argv: list[str]) -> None:
+    assert parse_plain(argv) is None
+
+
+DNAT_WORDS = st.sampled_from(["-v", "-n", "--dry-run", "--status", "--watch", "--resolv-conf", "--resolv-conf=/r",
+                              "--qubes-service-dir", "--timeout", "--timeout=1", "2", "/x", "-", "--", "-h", ""])
+
+
+@given(st.lists(DNAT_WORDS, max_size=6))
+def test_whatever_the_dnat_reader_reads_argparse_reads_the_same(argv: list[str]) -> None:
+    plain = parse_plain(argv)
+    if plain is not None:
+        assert plain == dnat_by_argparse(argv)
