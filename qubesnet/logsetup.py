@@ -3,73 +3,37 @@
 When ``/var/log/xen`` exists (a real driver domain), messages are appended to
 ``xen-hotplug.log`` too, where the Xen hotplug scripts send their stderr.
 
-Syslog is written by :class:`SyslogHandler`, a few lines over a datagram
-socket to ``/dev/log``, rather than by ``logging.handlers.SysLogHandler``:
-that module imports pickle and queue for handlers we never use, which cost
+Syslog is written by :class:`SyslogHandler` (qubesnet.syslog: a datagram
+to ``/dev/log``) rather than by ``logging.handlers.SysLogHandler``: that
+module imports pickle and queue for handlers we never use, which cost
 milliseconds on every VM start (``python3 -X importtime``). The ``logging``
-package itself stays: pyroute2's netlink module, which the hotplug needs,
-imports it anyway.
+package itself stays here: pyroute2's netlink module, which the hotplug
+needs, imports it anyway. qubes-setup-dnat-to-ns, which has no such need,
+logs without it (qubesnet.log.setup_direct_logging).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 
 from .constants import HOTPLUG_LOG
-
-SYSLOG_SOCKET = "/dev/log"
-LOG_DAEMON = 3  # syslog facility (RFC 5424)
-# logging level -> syslog severity (RFC 5424): crit, err, warning, info, debug
-_SEVERITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
-
-
-def severity(levelno: int) -> int:
-    for level, value in _SEVERITY:
-        if levelno >= level:
-            return value
-    return 7
+from .syslog import LOG_DAEMON, SYSLOG_SOCKET, SyslogSocket
 
 
 class SyslogHandler(logging.Handler):
-    """``<PRI>message`` datagrams to the local syslog socket (journald or a
-    syslog daemon), NUL-terminated as BSD syslog(3) clients send them."""
+    """``logging`` records to the local syslog socket (qubesnet.syslog)."""
 
     def __init__(self, address: str = SYSLOG_SOCKET, facility: int = LOG_DAEMON) -> None:
         super().__init__()
-        self.address = address
-        self.facility = facility
-        self.sock = self._connect()  # OSError: nobody listens
-
-    def _connect(self) -> socket.socket:
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
-            try:
-                sock.connect(self.address)
-            except OSError:
-                sock.close()
-                if kind == socket.SOCK_STREAM:
-                    raise
-            else:
-                return sock
-        raise AssertionError("unreachable")
+        self.syslog = SyslogSocket(address, facility)  # OSError: nobody listens
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            data = f"<{self.facility << 3 | severity(record.levelno)}>{self.format(record)}\0".encode()
-            try:
-                self.sock.send(data)
-            except OSError:  # the daemon restarted: once more on a new socket
-                self.sock.close()
-                self.sock = self._connect()
-                self.sock.send(data)
-        except OSError:
-            pass  # syslog gone: stderr still has everything
+        self.syslog.send(record.levelno, self.format(record))
 
     def close(self) -> None:
-        self.sock.close()
+        self.syslog.close()
         super().close()
 
 

@@ -6,11 +6,10 @@ the watch service, or by hand.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from qubesnet.errors import QubesNetError
-from qubesnet.logsetup import setup_logging
+from qubesnet.log import get_logger, setup_direct_logging
 
 from .args import Args, parse_plain
 from .exitcodes import ExitCode
@@ -19,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 
-log = logging.getLogger("qubes-setup-dnat-to-ns")
+log = get_logger("qubes-setup-dnat-to-ns")
 
 DESCRIPTION = """\
 Maintain the nftables chains "dnat-dns" of tables "ip qubes" and, when
@@ -86,7 +85,7 @@ def read_args(argv: list[str] | None) -> Args:
 
 def main(argv: list[str] | None = None) -> int:
     args = read_args(argv)
-    setup_logging("qubes-setup-dnat-to-ns", args.verbose)
+    setup_direct_logging("qubes-setup-dnat-to-ns", args.verbose)
     try:
         if args.watch:
             from .watch import watch

@@ -4,12 +4,12 @@ kernel's, replace what differs in one transaction."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 from qubesnet import nftjson as j
 from qubesnet.constants import CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE, QUBES_TABLE
 from qubesnet.leave import keep_until_exit
+from qubesnet.log import get_logger
 from qubesnet.nft import Nft
 from qubesnet.qubesdb import QubesDB
 from qubesnet.qubesdb import default_address as qubesdb_address
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
 
     from .args import Args
 
-log = logging.getLogger("qubes-setup-dnat-to-ns")
+log = get_logger("qubes-setup-dnat-to-ns")
 
 APPLIED, UNCHANGED = ExitCode.APPLIED, ExitCode.UNCHANGED
 FAMILY_NAME = {"ip": "IPv4", "ip6": "IPv6"}

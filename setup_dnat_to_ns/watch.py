@@ -13,12 +13,12 @@ NetworkManager.
 
 from __future__ import annotations
 
-import logging
 import selectors
 import time
 from typing import Any
 
 from qubesnet.errors import QubesNetError
+from qubesnet.log import get_logger
 from qubesnet.nft import Nft
 
 from . import resolved, systemd
@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .args import Args
 
-log = logging.getLogger("qubes-setup-dnat-to-ns")
+log = get_logger("qubes-setup-dnat-to-ns")
 
 BUS_RETRY_FIRST, BUS_RETRY_MAX = 1.0, 30.0
 
