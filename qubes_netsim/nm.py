@@ -18,7 +18,12 @@ a sysfs of that network namespace) in which:
   a wrapper starting the entry point under test, so the dispatcher hook runs
   unchanged with its built-in defaults, in NetworkManager's own environment.
 
-The hook goes into the private ``dispatcher.d`` as shipped. The bus socket
+The hook goes into the private ``dispatcher.d`` as shipped; or, with
+``hook=None`` (the package round trip), ``/etc/NetworkManager/dispatcher.d``
+is the system's own, as installed (our hook, and whatever else a package put
+there), with only a sentinel added in the namespace's /etc overlay that
+records each action after every other script has run for it (name order).
+The bus socket
 lives in a directory of the harness, so ``nmcli`` runs from outside with
 ``DBUS_SYSTEM_BUS_ADDRESS``. ``stop()`` ends every process of the mount
 namespace (found by its namespace inode, killed by pid) and removes it all.
@@ -106,7 +111,17 @@ chmod 0755 "$O/etc/upper" "$O/lib/upper" "$O/lib/upper/qubes"
 rm -f "$O/etc/upper/resolv.conf"
 ln -s /run/NetworkManager/resolv.conf "$O/etc/upper/resolv.conf"
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$O/etc/upper,workdir=$O/etc/work" /etc
-mount --bind "$W/etc-nm" /etc/NetworkManager
+if [ -n "$SYSTEM_DISPATCHER" ]; then
+    # The system's dispatcher.d as it is; the rest of the configuration ours.
+    mkdir -p /etc/NetworkManager/system-connections /etc/NetworkManager/conf.d /etc/NetworkManager/dispatcher.d
+    mount --bind "$W/etc-nm/system-connections" /etc/NetworkManager/system-connections
+    mount --bind "$W/etc-nm/conf.d" /etc/NetworkManager/conf.d
+    cp "$W/etc-nm/NetworkManager.conf" /etc/NetworkManager/NetworkManager.conf
+    cp "$W/sentinel" "/etc/NetworkManager/dispatcher.d/$SENTINEL"
+    chmod 0755 "/etc/NetworkManager/dispatcher.d/$SENTINEL"
+else
+    mount --bind "$W/etc-nm" /etc/NetworkManager
+fi
 cp "$W/setup-dnat-wrapper" "$O/lib/upper/qubes/qubes-setup-dnat-to-ns"
 chmod 0755 "$O/lib/upper/qubes/qubes-setup-dnat-to-ns"
 mount -t overlay overlay -o "lowerdir=/usr/lib,upperdir=$O/lib/upper,workdir=$O/lib/work" /usr/lib
@@ -121,6 +136,11 @@ while [ ! -S /run/dbus/system_bus_socket ]; do
 done
 exec "$NM_BINARY" --no-daemon --debug
 """
+
+
+# Sorts after every name a package would use (nm-dispatcher runs the scripts
+# one after the other, in name order).
+SENTINEL = "zz-qubes-netsim-sentinel"
 
 
 def dispatcher_binary() -> str | None:
@@ -162,9 +182,10 @@ def keyfile(uuid_: str, dns: list[str], *, address: str, gateway: str, address6:
 
 class SimNetworkManager:
     """NetworkManager for the uplink of ``netns`` (a Netns name), with our
-    dispatcher hook, running ``tool_argv`` as qubes-setup-dnat-to-ns."""
+    dispatcher hook (``hook``, or None: the system's dispatcher.d as
+    installed), running ``tool_argv`` as qubes-setup-dnat-to-ns."""
 
-    def __init__(self, netns: str, workdir: str, *, hook: str, tool_argv: list[str], qubesdb_socket: str,
+    def __init__(self, netns: str, workdir: str, *, hook: str | None, tool_argv: list[str], qubesdb_socket: str,
                  address: str, gateway: str, dns: list[str], address6: str | None = None,
                  gateway6: str | None = None, dns6: list[str] | None = None) -> None:
         self.netns = netns
@@ -179,6 +200,7 @@ class SimNetworkManager:
         self.proc: subprocess.Popen[str] | None = None
         self.log_path = os.path.join(self.dir, "NetworkManager.log")
         self.runs_path = os.path.join(self.dir, "hook-runs.log")
+        self.dispatched_path = os.path.join(self.dir, "dispatched.log")
         self._mnt_ns: int | None = None
 
     @property
@@ -208,11 +230,16 @@ class SimNetworkManager:
         self._write("etc-nm/system-connections/uplink.nmconnection",
                     keyfile(self.uuid, self.initial_dns, address=self.address, gateway=self.gateway,
                             address6=self.address6, gateway6=self.gateway6, dns6=self.initial_dns6), 0o600)
-        # The hook exactly as shipped, with the modes NetworkManager demands.
-        hook = os.path.join(self.dir, "etc-nm", "dispatcher.d", "qubes-nmhook")
-        os.makedirs(os.path.dirname(hook), exist_ok=True)
-        shutil.copyfile(self.hook, hook)
-        os.chmod(hook, 0o755)
+        if self.hook is not None:
+            # The hook exactly as shipped, with the modes NetworkManager demands.
+            hook = os.path.join(self.dir, "etc-nm", "dispatcher.d", "qubes-nmhook")
+            os.makedirs(os.path.dirname(hook), exist_ok=True)
+            shutil.copyfile(self.hook, hook)
+            os.chmod(hook, 0o755)
+        self._write("sentinel", (
+            "#!/bin/sh\n"
+            f"echo \"$(date +%s.%N) ${{2:-?}} ${{1:--}}\" >> {_quote(self.dispatched_path)}\n"
+        ), 0o755)
         self._write("bus.conf", BUS_CONF.format(services=os.path.join(self.dir, "services")))
         self._write("services/org.freedesktop.nm_dispatcher.service",
                     DISPATCHER_SERVICE.format(dispatcher=dispatcher_binary()))
@@ -251,7 +278,8 @@ class SimNetworkManager:
         # No duplicate address detection on this private link: activation
         # would wait for it (and the simulation uses nodad everywhere).
         run(["ip", "netns", "exec", self.netns, "sysctl", "-q", "-w", f"net.ipv6.conf.{UPLINK}.accept_dad=0"])
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QDB_SOCKET": self.qubesdb_socket, "NM_BINARY": NM_BINARY}
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QDB_SOCKET": self.qubesdb_socket, "NM_BINARY": NM_BINARY,
+               "SYSTEM_DISPATCHER": "1" if self.hook is None else "", "SENTINEL": SENTINEL}
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, "sh", "-c", NAMESPACE_SCRIPT, "sh", self.dir],
@@ -295,6 +323,21 @@ class SimNetworkManager:
         wait_for(lambda: action in [a for _, a, _ in self.hook_runs()[after:]], timeout=timeout,
                  what=f"the hook's run for {action!r}")
         return self.hook_runs()[after:]
+
+    def dispatched(self) -> list[str]:
+        """The actions the sentinel saw, in order (hook=None only): each one
+        after every other script in dispatcher.d had run for it."""
+        if not os.path.exists(self.dispatched_path):
+            return []
+        with open(self.dispatched_path) as handle:
+            return [line.split()[1] for line in handle if line.strip()]
+
+    def wait_dispatched(self, action: str, after: int, timeout: float = 10.0) -> list[str]:
+        """Wait until the sentinel has seen ``action`` beyond the first ``after``
+        actions; the actions beyond those."""
+        wait_for(lambda: action in self.dispatched()[after:], timeout=timeout,
+                 what=f"the dispatcher's scripts for {action!r}")
+        return self.dispatched()[after:]
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as handle:

@@ -8,9 +8,8 @@ from .errors import ApplyError
 
 
 class Sysctl:
-    def __init__(self, root: str = "/proc/sys", dry_run: bool = False) -> None:
+    def __init__(self, root: str = "/proc/sys") -> None:
         self._root = root
-        self.dry_run = dry_run
 
     def _path(self, key: str) -> str:
         # Keys are built from validated interface names, never from raw input.
@@ -30,8 +29,6 @@ class Sysctl:
             raise ApplyError(f"cannot read sysctl {key}: {exc.strerror}") from exc
 
     def write(self, key: str, value: str) -> None:
-        if self.dry_run:
-            return
         try:
             with open(self._path(key), "w", encoding="ascii") as handle:
                 handle.write(value)

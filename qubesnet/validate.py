@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import namedtuple
 from ipaddress import IPv4Address, IPv6Address
 
 from .constants import IFNAMSIZ, MAX_DOMID
 from .errors import ConfigError
+from .records import Record
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -55,15 +55,17 @@ THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 IPV6_RESERVED = ipaddress.IPv6Network("::/8")
 
 
-class VifName(namedtuple("VifName", ("name", "domid", "devid"))):
-    """A vif name taken apart: name (str), domid and devid (int)."""
+class VifName(Record):
+    """A vif name taken apart."""
 
-    __slots__ = ()
+    name: str
+    domid: int
+    devid: int
 
     @property
     def metric(self) -> int:
         """Route metric: positive, and lower (preferred) for later VMs."""
-        return MAX_DOMID - int(self.domid)  # int(): the namedtuple's fields are untyped
+        return MAX_DOMID - self.domid
 
 
 SHOWN_MAX = 64
@@ -194,14 +196,13 @@ def parse_ipv6(key: str, value: str, *, allow_link_local: bool = False) -> IPv6A
     return addr
 
 
-class AddressList(namedtuple("AddressList", ("ipv4", "ipv6", "ignored"), defaults=((),))):
-    """The client addresses of a vif: at most one of each family is used.
+class AddressList(Record):
+    """The client addresses of a vif: at most one of each family is used;
+    ``ignored``: the further addresses of the list."""
 
-    ipv4: IPv4Address | None, ipv6: IPv6Address | None, ignored: the
-    further addresses of the list (tuple).
-    """
-
-    __slots__ = ()
+    ipv4: IPv4Address | None
+    ipv6: IPv6Address | None
+    ignored: tuple[IPv4Address | IPv6Address, ...] = ()
 
     @property
     def used(self) -> tuple[IPAddress, ...]:

@@ -3,16 +3,18 @@
 # Run as root on Debian 12 (bookworm) or later. python3-pyroute2 and
 # python3-jeepney: the distribution's libraries that make test-debian-pyroute2
 # and the packages use; debhelper ... rpm: to build and check the packages.
+# busybox-static and systemd's systemctl: the shell, tools and systemctl of
+# the scratch root where rpm runs the RPM's scriptlets (make rpm-test).
 set -eu
 
 PACKAGES="make python3 python3-venv
 nftables libnftables1 python3-nftables
 iproute2 iputils-ping conntrack util-linux procps
-xenstore-utils dnsmasq-base dnsutils dbus-daemon
+xenstore-utils dnsmasq-base dnsutils dbus-daemon busybox-static systemd
 time hyperfine gcc libc6-dev python3-dbus
 network-manager
 python3-pyroute2 python3-jeepney
-debhelper dh-python dpkg-dev fakeroot lintian rpm man-db"
+debhelper dh-python dpkg-dev fakeroot lintian rpm man-db pkgconf"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap.sh: run as root (apt-get installs system packages)" >&2

@@ -26,11 +26,11 @@ Both chains of every family are replaced in one transaction: each is added
 
 from __future__ import annotations
 
-from collections import namedtuple
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet import nftjson as j
 from qubesnet.constants import CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE, QUBES_TABLE
+from qubesnet.records import Record
 
 from .upstreams import Upstream
 
@@ -52,11 +52,11 @@ VirtualAddress = IPv4Address | IPv6Address
 Rules = list[list[j.Json]]
 
 
-class Translation(namedtuple("Translation", ("virtual", "upstream"))):
-    """virtual: IPv4Address | IPv6Address; upstream: Upstream, or None when
-    DNS to this virtual address is refused."""
+class Translation(Record):
+    """A virtual DNS address and its upstream (None: DNS to it is refused)."""
 
-    __slots__ = ()
+    virtual: IPv4Address | IPv6Address
+    upstream: Upstream | None
 
 
 def plan_mapping(virtual: list[Any], upstreams: list[Upstream]) -> list[Translation]:

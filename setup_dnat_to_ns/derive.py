@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.constants import (
@@ -13,10 +12,11 @@ from qubesnet.constants import (
 )
 from qubesnet.log import get_logger
 from qubesnet.qubesdb import QubesDB
+from qubesnet.records import Record
 from qubesnet.validate import decode_text, parse_ipv4, parse_ipv6
 
 from . import resolved
-from .chain import plan_mapping
+from .chain import Translation, plan_mapping
 from .upstreams import Upstream, parse_resolv_conf, parse_resolved_dns, usable
 
 TYPE_CHECKING = False
@@ -31,12 +31,14 @@ log = get_logger(__name__)
 RESOLV_CONF_LIMIT = 64 * 1024
 
 
-class Derived(namedtuple("Derived", ("mapping", "notes", "mapping6"), defaults=((), None))):
-    """mapping: list[Translation] of the IPv4 virtual addresses; notes: what was
-    skipped and why (tuple of str); mapping6: list[Translation] of the IPv6 ones,
-    None when QubesDB has none (the ip6 chains are then not ours to keep)."""
+class Derived(Record):
+    """The translations of the IPv4 virtual addresses; what was skipped and
+    why; those of the IPv6 ones, None when QubesDB has none (the ip6 chains
+    are then not ours to keep)."""
 
-    __slots__ = ()
+    mapping: list[Translation]
+    notes: tuple[str, ...] = ()
+    mapping6: list[Translation] | None = None
 
 
 def _read_virtual(qdb: QubesDB, keys: tuple[str, str], parse: Callable[[str, str], A]) -> list[A]:

@@ -12,21 +12,22 @@ addresses follow (``qubesnet.validate.why_not_host``).
 from __future__ import annotations
 
 import ipaddress
-from collections import namedtuple
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
+from qubesnet.records import Record
 from qubesnet.validate import why_not_host
 
 MAX_SERVERS = 16
 AF_INET, AF_INET6 = 2, 10
 
 
-class Upstream(namedtuple("Upstream", ("addr", "origin"))):
-    """addr: IPv4Address | IPv6Address; origin: for --status and logs
-    ("/etc/resolv.conf line 3", "systemd-resolved, global")."""
+class Upstream(Record):
+    """A DNS server; ``origin`` for --status and logs ("/etc/resolv.conf line 3",
+    "systemd-resolved, global")."""
 
-    __slots__ = ()
+    addr: IPv4Address | IPv6Address
+    origin: str
 
 
 def parse_resolv_conf(text: str, origin: str = "/etc/resolv.conf") -> tuple[list[Upstream], list[str]]:

@@ -61,8 +61,8 @@ PAGES: dict[str, Extra] = {
                                                                "does not (run_hotplug_scripts=0)")),
             ("/rw/config/network-hooks.d", "the administrator's hooks, run after online and offline"),
             ("/var/log/xen/xen-hotplug.log", "where messages go besides syslog (facility daemon)"),
-            ("/etc/xen/scripts/vif-route-qubes.qubes-orig", ("the script of qubes-core-agent-networking, "
-                                                            "moved aside while this package is installed")),
+            ("/usr/lib/qubes-netvm-hotplug/originals/vif-route-qubes",
+             "the script of qubes-core-agent-networking, moved aside while this package is installed"),
             ("/usr/lib/systemd/system/qubes-vif-reconcile.service", ("runs reconcile; the drop-ins of "
                                                                     "qubes-antispoof, qubes-iptables and nftables "
                                                                     "start it after each (re)load of the ruleset")),
@@ -94,8 +94,8 @@ PAGES: dict[str, Extra] = {
             ("/etc/NetworkManager/dispatcher.d/qubes-nmhook", "runs it when the uplink or its DNS changes"),
             ("/usr/lib/systemd/system/qubes-setup-dnat-to-ns-watch.service", "runs it with --watch"),
             ("/run/qubes-service/qubes-firewall", "when present, qubes-firewall is reloaded after a change"),
-            ("/usr/lib/qubes/qubes-setup-dnat-to-ns.qubes-orig", ("the program of qubes-core-agent-networking, "
-                                                                 "moved aside while this package is installed")),
+            ("/usr/lib/qubes-netvm-hotplug/originals/qubes-setup-dnat-to-ns",
+             "the program of qubes-core-agent-networking, moved aside while this package is installed"),
         ),
         examples=(
             ("qubes-setup-dnat-to-ns --status", "which server each virtual DNS address goes to, and why"),

@@ -1,7 +1,9 @@
-"""make mutation: hand-picked mutants of the vif core's decisions, each of which the tests must kill.
+"""make mutation: hand-picked mutants, each of which the tests must kill.
 
-Every mutant is one deliberate mistake in the planner, the applier, the
-description or the kernel reader (an exact snippet replaced by another),
+Every mutant is one deliberate mistake (an exact snippet replaced by
+another): in the vif core's planner, applier, description or kernel reader
+(MUTANTS), and beyond it (BREADTH: the DNS path, the dispatcher hook,
+validation, inputs, locks, the mapped NAT table, failure reporting),
 made in a temporary copy of the tree, never in the working tree. The copy's
 unit tests listed for the mutant run first; only if they all pass do the
 listed namespace-tier tests run (root: they build network namespaces).
@@ -46,6 +48,7 @@ PYTEST = ("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider")
 TIER_TIMEOUT = 600.0
 
 DIFF = "vif_route_qubes/diff.py"
+KINDS = "vif_route_qubes/kinds.py"
 APPLY = "vif_route_qubes/apply.py"
 STEPS = "vif_route_qubes/steps.py"
 DESCRIBE = "vif_route_qubes/describe.py"
@@ -66,8 +69,11 @@ N_ANTISPOOF = "tests/integration/test_vif_antispoof.py"
 N_KILLS = "tests/integration/test_vif_mutation_kills.py"
 N_ADMIN = "tests/integration/test_admin.py"
 U_SURVEY = "tests/unit/test_survey.py"
-SURVEY = "vif_route_qubes/survey.py"
+U_EVENT = "tests/unit/test_event.py"
+N_PURGE_RACE = "tests/integration/test_vif_purge_race.py"
 EVENT = "vif_route_qubes/event.py"
+SURVEY = "vif_route_qubes/survey.py"
+VERDICTS = "vif_route_qubes/verdicts.py"
 
 
 @dataclass(frozen=True)
@@ -93,33 +99,22 @@ def mutant(id_: str, description: str, file: str, old: str, new: str, unit: tupl
 
 MUTANTS: tuple[Mutant, ...] = (
     mutant("offline-keeps-nothing", "plan_offline removes no set element",
-           DIFF, "gone = [e for e in state.elements if e in obs.elements and e not in keep]",
-           "gone: list[Element] = []",
+           KINDS, "return obj in obs.elements and obj not in kept_in_downstream(state, obs)", "return False",
            (U_DIFF,), (N_LIFECYCLE,)),
     mutant("offline-ignores-routed-elsewhere", "downstream never kept for an address another vif routes",
-           DIFF, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
+           KINDS, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
            "e.kind == SET_DOWNSTREAM and False)",
            (U_DIFF,), (N_LIFECYCLE, N_RACE)),
     mutant("downstream-kept-always", "offline keeps every downstream element",
-           DIFF, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
+           KINDS, "e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)",
            "e.kind == SET_DOWNSTREAM)",
            (U_DIFF,), (N_LIFECYCLE, N_ANTISPOOF)),
     mutant("metric-off-by-one", "describe: route metric 32752 - domid + 1",
            DESCRIBE, "routes=tuple(Route(a, inp.vif.metric) for a in routed)",
            "routes=tuple(Route(a, inp.vif.metric + 1) for a in routed)",
            (U_DESCRIBE, U_DIFF), (N_ONLINE,)),
-    mutant("link-up-before-elements", "plan_online: SetLink up before the nftables transaction",
-           DIFF,
-           "    if create:\n"
-           "        steps.append(NftChange(f\"online {ifname}\", tuple(create), tuple(remove)))\n"
-           "\n"
-           "    if not (link.up and link.group == state.group):\n"
-           "        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))\n",
-           "    if not (link.up and link.group == state.group):\n"
-           "        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))\n"
-           "\n"
-           "    if create:\n"
-           "        steps.append(NftChange(f\"online {ifname}\", tuple(create), tuple(remove)))\n",
+    mutant("link-up-before-elements", "plan_online: SetLink up before the nftables transaction (the link's rank)",
+           KINDS, 'name, rank = "link", 30', 'name, rank = "link", 18',
            (U_DIFF, U_APPLY), (N_KILLS, N_ONLINE)),
     mutant("rollback-without-fail-closed", "Applier.rollback does not take the link down first",
            APPLY, "self.gw.rtnl.set_link(self.fail_closed, up=False)", "pass",
@@ -132,16 +127,13 @@ MUTANTS: tuple[Mutant, ...] = (
            "return SetSysctl(self.key, self.value, self.previous)",
            (U_DIFF, U_APPLY), (N_ROLLBACK,)),
     mutant("online-adds-no-elements", "plan_online: missing = [] (no set element added)",
-           DIFF, "missing = [e for e in state.elements if e not in obs.elements]",
-           "missing: list[Element] = []",
+           KINDS, "        return obj not in obs.elements\n", "        return False\n",
            (U_DIFF,), (N_ONLINE,)),
     mutant("online-readds-present", "plan_online: missing = all elements, so its undo removes what it found",
-           DIFF, "missing = [e for e in state.elements if e not in obs.elements]",
-           "missing = list(state.elements)",
+           KINDS, "        return obj not in obs.elements\n", "        return True\n",
            (U_DIFF,), (N_ROLLBACK,)),
     mutant("offline-keeps-sysctls", "plan_offline does not restore the sysctls online set",
-           DIFF, "if current == sysctl.value and default is not None and default != current:",
-           "if False:",
+           KINDS, "return current == obj.value and default is not None and default != current", "return False",
            (U_DIFF,), (N_LIFECYCLE, N_KILLS)),
     mutant("offline-no-rename-back", "plan_offline does not rename the vif back to libxl's name",
            DIFF, "if link is not None and not namespace.exists and link.name == state.ifname != state.vif:",
@@ -149,10 +141,8 @@ MUTANTS: tuple[Mutant, ...] = (
            (U_DIFF,), (N_LIFECYCLE, N_KILLS)),
     mutant("offline-removes-unowned-addresses",
            "offline removes every host address on the link, not only the described gateways",
-           DIFF,
-           "steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in state.addresses\n"
-           "                  if a in obs.addresses]",
-           "steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in obs.addresses]",
+           KINDS, "        return state.addresses\n",
+           "        return state.addresses + tuple(a for a in obs.addresses if a not in state.addresses)\n",
            (U_DIFF, U_KILLS), (N_LIFECYCLE, N_KILLS),
            also=(Edit(OBSERVE, "addresses = on_link & set(state.addresses)",
                       "addresses = {a for a in on_link if a.prefixlen == a.addr.max_prefixlen}"),)),
@@ -190,9 +180,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "        if True:\n",
            (U_KILLS,), (N_ONLINE,)),
     mutant("undo-deletes-shared-objects", "an online's undo deletes the anti-spoofing objects it created",
-           DIFF, "    remove = build_elements(missing, present=False)\n",
-           "    remove = build_elements(missing, present=False) + [c for f, o in obs.base.items() for c in "
-           "build_antispoof(f, table=o.table, sets=o.sets, chains=o.chains, present=False)]\n",
+           KINDS, "        return [NftCommands(tuple(self._commands(obj, obs)))]\n",
+           "        o = obs.base[obj]\n"
+           "        return [NftCommands(tuple(self._commands(obj, obs)), tuple(build_antispoof(obj, table=o.table, "
+           "sets=o.sets, chains=o.chains, present=False)))]\n",
            (U_DIFF, "tests/unit/test_properties.py::test_undo_leaves_other_vifs_protected"), (N_ROLLBACK,)),
     mutant("failed-read-reads-absent", "a failed lookup in a set reads as \"not there\"",
            "qubesnet/netlink/nftset.py", "            if exc.code == errno.ENOENT:", "            if True:",
@@ -213,13 +204,209 @@ MUTANTS: tuple[Mutant, ...] = (
            "pass",
            (U_SURVEY,), (N_ADMIN,)),
     mutant("drift-reads-ok", "status calls a drifted vif ok",
-           SURVEY, 'verdict="drift" if drift else "ok"', 'verdict="ok"',
+           VERDICTS, 'return "drift" if drift else "ok"', 'return "ok"',
            (U_SURVEY,), (N_ADMIN,)),
+    mutant("purge-before-locks", "the conntrack purge runs before the event's locks, not as the plan's step",
+           EVENT, "    gw = make_gateways(Conntrack())\n",
+           "    gw = make_gateways(Conntrack())\n    gw.conntrack.purge(inp.addresses.used)\n",
+           (U_EVENT,), (N_PURGE_RACE,),
+           also=(Edit(KINDS, "        return [PurgeConntrack(obj)]\n", "        return []\n"),
+                 Edit(DIFF, "        steps.append(PurgeConntrack(state.purge))\n", "        pass\n"))),
     mutant("reconcile-reruns-hooks-and-purge", "reconcile runs hooks and purges connections of running clients",
-           EVENT, "skip = (ReportConnected,) if fresh else (ReportConnected, RunHooks, PurgeConntrack)",
-           "skip = (ReportConnected,)",
-           (), (N_ADMIN,)),
+           DIFF, "    if not is_unconfigured(state, obs):\n        skip += (RunHooks, PurgeConntrack)\n", "",
+           (U_DIFF,), (N_ADMIN,)),
 )
+
+
+# --- issue 16: breadth beyond the vif core -------------------------------------------
+# (Kept apart from MUTANTS so that the two lists change independently.)
+
+UPSTREAMS = "setup_dnat_to_ns/upstreams.py"
+CHAIN = "setup_dnat_to_ns/chain.py"
+DERIVE = "setup_dnat_to_ns/derive.py"
+DNS_RUN = "setup_dnat_to_ns/run.py"
+NMHOOK = "dispatcher/qubes-nmhook"
+VALIDATE = "qubesnet/validate.py"
+INPUTS = "vif_route_qubes/inputs.py"
+LOCKS = "qubesnet/locks.py"
+MAPPED = "vif_route_qubes/mapped.py"
+CLI = "vif_route_qubes/cli.py"
+
+U_DNS_PLAN = "tests/unit/test_dnat_plan.py"
+U_DNS_DERIVE = "tests/unit/test_dnat_derive.py"
+U_DNS_KILLS = "tests/unit/test_dns_kills.py"
+U_GLUE = "tests/unit/test_glue.py"
+U_VALIDATE = "tests/unit/test_validate.py"
+U_INPUTS = "tests/unit/test_inputs.py"
+U_LOCKS = "tests/unit/test_locks.py"
+U_EDGE_KILLS = "tests/unit/test_edge_kills.py"
+U_MAPPED = "tests/unit/test_mapped.py"
+U_CLI = "tests/unit/test_cli.py"
+N_DNS = "tests/integration/test_dnat_dns.py"
+N_MAPPED_ALL = "tests/integration/test_vif_mapped.py"
+N_MAPPED_ICMP = N_MAPPED_ALL + "::test_icmp_errors_that_reveal_the_real_address_never_reach_the_client"
+N_MAPPED_PMTU = N_MAPPED_ALL + "::test_fragmentation_needed_reaches_the_client"
+
+BREADTH: tuple[Mutant, ...] = (
+    # --- the DNS path (setup_dnat_to_ns) -------------------------------------------
+    mutant("dns-link-servers-beside-global", "resolved's per-link servers are kept beside its global ones",
+           UPSTREAMS, "    if any(not per_link for per_link, _ in servers):\n", "    if False:\n",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-link-servers-instead-of-global", "resolved's per-link servers are used, its global ones dropped",
+           UPSTREAMS, "servers = [item for item in servers if not item[0]]",
+           "servers = [item for item in servers if item[0]]",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-other-family-servers-used", "usable() keeps servers of the other IP version",
+           UPSTREAMS, "        if server.addr.version != version:\n            continue\n", "",
+           (U_DNS_PLAN, U_DNS_DERIVE, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-duplicates-kept", "usable() keeps a server listed twice",
+           UPSTREAMS, "elif server.addr not in seen:", "elif True:",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-no-cycling", "every virtual address goes to the first upstream (no pairing in order)",
+           CHAIN, "upstreams[i % len(upstreams)]", "upstreams[0]",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-unpaired-left-untranslated", "virtual addresses beyond the number of upstreams get no rule",
+           CHAIN, "for i, v in enumerate(virtual)]", "for i, v in enumerate(virtual[:len(upstreams)])]",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-refusal-chain-empty", "a virtual address without an upstream is redirected but never refused",
+           CHAIN, "for item in mapping if item.upstream is None\n", "for item in mapping if False\n",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-refusal-udp-dropped",
+           "UDP to a virtual address without an upstream is dropped (a time-out), not refused",
+           CHAIN, 'j.reject_tcp_reset() if proto == "tcp" else UNREACHABLE[family]',
+           'j.reject_tcp_reset() if proto == "tcp" else j.DROP',
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-refused-leaks-upstream", "DNS to a virtual address without an upstream is accepted untranslated",
+           CHAIN, "j.dnat(str(item.upstream.addr)) if item.upstream else REDIRECT",
+           "j.dnat(str(item.upstream.addr)) if item.upstream else j.ACCEPT",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-replace-appends", "the replacement adds its rules without deleting the old chain first",
+           CHAIN,
+           "            j.delete(j.chain(family, QUBES_TABLE, name)),\n            j.add(_base(family, name)),\n",
+           "",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-current-ignores-hook", "a chain with our rules but another hook or priority counts as current",
+           CHAIN, "parsed == (HOOKS[name], rules)", "parsed[1] == rules",
+           (U_DNS_PLAN, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-resolved-unusable-kept", "resolved's servers are used even when none is usable (no fallback)",
+           DERIVE, "if any(usable(servers, version)[0] for version in (4, 6)):", "if True:",
+           (U_DNS_DERIVE, U_DNS_KILLS), (N_DNS,)),
+    mutant("dns-ipv6-always-served", "the ip6 chains are ours even without IPv6 virtual addresses",
+           DERIVE, "plan_mapping(virtual6, kept6) if virtual6 else None", "plan_mapping(virtual6, kept6)",
+           (U_DNS_DERIVE, U_DNS_KILLS), (N_DNS, "tests/integration/test_dnat_ipv6.py")),
+    mutant("dns-never-unchanged", "setup-dnat-to-ns reloads (exit 0) even when the chains are current",
+           DNS_RUN, "    if not commands:\n", "    if False:\n",
+           (U_DNS_KILLS,), (N_DNS,)),
+    mutant("dns-firewall-never-reloaded", "no reload of qubes-firewall after a change",
+           DNS_RUN, '        systemd.request("try-reload-or-restart", "qubes-firewall.service")\n',
+           "        pass\n",
+           (U_DNS_KILLS,), (N_DNS,)),
+    # --- the NetworkManager dispatcher hook -----------------------------------------
+    mutant("nmhook-skips-reapply", "the dispatcher hook ignores `reapply` (NetworkManager 1.42's DNS change)",
+           NMHOOK, "|hostname|connectivity-change) exit 0 ;;", "|hostname|connectivity-change|reapply) exit 0 ;;",
+           (U_GLUE,), ()),
+    mutant("nmhook-restarts-proxy-unchanged", "the hook restarts the updates proxy although nothing changed (100)",
+           NMHOOK, 'if [ "$status" -eq 0 ]; then', 'if [ "$status" -ne 1 ]; then',
+           (U_GLUE,), ()),
+    mutant("nmhook-unbounded", "the hook waits for the tool without a time limit",
+           NMHOOK, 'timeout -k 5 "$limit" "$setup_dnat"', '"$setup_dnat"',
+           (U_GLUE,), ()),
+    mutant("nmhook-runs-on-pre-up", "the hook runs the tool on pre-up (DNS not in effect yet)",
+           NMHOOK, "    pre-up|pre-down|", "    pre-down|",
+           (U_GLUE,), ()),
+    # --- validation of what crosses the trust boundary -------------------------------
+    mutant("validate-domid-off-by-one", "domid 32753 accepted (metric 32752 - domid would be 0... or less)",
+           VALIDATE, "if domid > MAX_DOMID:", "if domid > MAX_DOMID + 1:",
+           (U_VALIDATE,), ()),
+    mutant("validate-multicast-mac", "a multicast MAC is accepted",
+           VALIDATE, "if int(value[:2], 16) & 1:", "if False:",
+           (U_VALIDATE,), ()),
+    mutant("validate-this-network", "0.0.0.0/8 accepted as a host address",
+           VALIDATE, "if addr in THIS_NETWORK:", "if False:",
+           (U_VALIDATE,), ()),
+    mutant("validate-ipv4-mapped", "an IPv4-mapped IPv6 address is accepted as a host address",
+           VALIDATE, "elif addr.ipv4_mapped is not None:", "elif False:",
+           (U_VALIDATE,), ()),
+    mutant("validate-last-ipv4-wins", "the last IPv4 address of the ip key is used, not the first",
+           VALIDATE, "if isinstance(addr, IPv4Address) and ipv4 is None:", "if isinstance(addr, IPv4Address):",
+           (U_VALIDATE,), ()),
+    mutant("validate-sysctl-scope-name", "vifname `all`/`default` accepted (every interface's sysctls)",
+           VALIDATE, "    if value in SYSCTL_SCOPES:\n", "    if False:\n",
+           (U_VALIDATE,), ()),
+    mutant("validate-control-characters", "control characters pass decode_text",
+           VALIDATE, "    if not text.isprintable():\n", "    if False:\n",
+           (U_VALIDATE,), ()),
+    mutant("validate-too-many-addresses", "an ip key of any length is parsed",
+           VALIDATE, "if len(tokens) > MAX_ADDRESSES:", "if False:",
+           (U_VALIDATE,), ()),
+    # --- inputs --------------------------------------------------------------------------
+    mutant("inputs-vifname-impersonates", "vifname may be another VM's interface name",
+           INPUTS, "if ifname != env.vif.name and VIF_RE.fullmatch(ifname):", "if False:",
+           (U_INPUTS,), ()),
+    mutant("inputs-online-without-mac", "online with addresses but no MAC goes ahead",
+           INPUTS, "    elif online and addresses.used:\n", "    elif False:\n",
+           (U_INPUTS,), ()),
+    mutant("inputs-online-without-gateway", "online of an IPv4 client without the netvm's gateway goes ahead",
+           INPUTS, "if online and gateway is None and inp.addresses.ipv4 is not None:", "if False:",
+           (U_INPUTS,), ()),
+    mutant("inputs-ipv6-always-on", "clients' IPv6 routed although the netvm has no IPv6",
+           INPUTS, "netvm_ipv6=not online or gateway6 is not None or qdb.read(QDB_OWN_IP6) is not None,",
+           "netvm_ipv6=True,",
+           (U_INPUTS, U_EDGE_KILLS), (N_ONLINE,)),
+    mutant("inputs-hidden-wait-everywhere", "every client, not only the hidden range, waits for a mapping",
+           INPUTS, "and wait > 0 and real in HIDDEN_RANGE:", "and wait > 0:",
+           (U_MAPPED,), ()),
+    # --- locks ---------------------------------------------------------------------------
+    mutant("locks-one-slot", "every key maps to the same lock: unrelated vifs wait for each other",
+           LOCKS, "return zlib.crc32(key.encode()) % SLOTS", "return 0",
+           (U_LOCKS,), ()),
+    mutant("locks-shared", "the per-key locks are shared, not exclusive",
+           LOCKS, "fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, offset)", "fcntl.lockf(self._fd, fcntl.LOCK_SH, 1, offset)",
+           (U_LOCKS,), (N_RACE,)),
+    mutant("locks-kept-after-timeout", "a timed-out acquire keeps the locks it already took",
+           LOCKS, "        except _LockTimeoutError:\n            self.release()\n",
+           "        except _LockTimeoutError:\n",
+           (U_LOCKS, U_EDGE_KILLS), ()),
+    # --- the mapped namespace's NAT table (ICMP hiding) -----------------------------------
+    mutant("mapped-icmp-errors-forwarded", "ICMP errors revealing the real address reach the client",
+           MAPPED,
+           '[j.match(j.payload("icmp", "type"), j.anon_set(*ICMP_ERRORS_REVEALING[1:])), j.COUNTER, j.DROP],\n',
+           "",
+           (U_MAPPED,), (N_MAPPED_ICMP,)),
+    mutant("mapped-frag-needed-dropped", "ICMP fragmentation-needed is dropped too (path MTU discovery breaks)",
+           MAPPED, '         j.match(j.payload("icmp", "code"), "frag-needed", op="!="), j.COUNTER, j.DROP],',
+           "         j.COUNTER, j.DROP],",
+           (U_MAPPED,), (N_MAPPED_PMTU,)),
+    mutant("mapped-hiding-ignored", "hide-netvm's drop of the netvm's addresses is never installed",
+           MAPPED, "    if m.hide:\n", "    if False:\n",
+           (U_MAPPED,), (N_MAPPED_ALL,)),
+    mutant("mapped-arp-any-source", "the client's ARP is accepted whatever address it claims",
+           MAPPED, '[j.match(j.payload("arp", "saddr ip"), V), j.match(j.payload("arp", "daddr ip"), VG), j.ACCEPT]',
+           '[j.match(j.payload("arp", "daddr ip"), VG), j.ACCEPT]',
+           (U_MAPPED,), (N_MAPPED_ALL,)),
+    mutant("mapped-table-matches-anything", "any NAT table in the namespace is taken as the wanted one",
+           MAPPED, "return want_chains == have_chains and want_rules == have_rules", "return True",
+           (U_MAPPED,), (N_MAPPED,)),
+    # --- cli's failure reporting -----------------------------------------------------------
+    mutant("cli-failure-exits-0", "a failed event exits 0",
+           CLI, "        _report_failure(environ, xs, str(exc), args)\n        return ExitCode.FAILURE\n",
+           "        _report_failure(environ, xs, str(exc), args)\n        return ExitCode.OK\n",
+           (U_CLI,), ()),
+    mutant("cli-failure-not-reported", "a failure is not written to hotplug-status/hotplug-error",
+           CLI, "        _report_failure(environ, xs, str(exc), args)\n", "",
+           (U_CLI,), ()),
+    mutant("cli-failure-needs-open-xenstore", "a failure before XenStore was opened is not reported",
+           CLI, "        if xs is None or not xs.usable:\n", "        if False:\n",
+           (U_CLI, U_EDGE_KILLS), ()),
+    mutant("cli-dry-run-reports-failure", "a dry run writes its failure to XenStore",
+           CLI, "    if args.dry_run:\n        return  # a dry run writes nothing, not even its failure\n",
+           "    if False:\n        return  # a dry run writes nothing, not even its failure\n",
+           (U_CLI, U_EDGE_KILLS), ()),
+)
+
+
+def all_mutants() -> tuple[Mutant, ...]:
+    return (*MUTANTS, *BREADTH)
 
 
 # --- the copy and its interpreter ---------------------------------------------
@@ -280,8 +467,27 @@ def apply_edits(copy: Copy, edits: tuple[Edit, ...]) -> None:
         if count != 1:
             raise StaleMutantError(f"{edit.file}: the snippet occurs {count} times, not once:\n{edit.old}")
         text = text.replace(edit.old, edit.new)
-        compile(text, str(path), "exec")  # a mutant must be a program, not a syntax error
+        if path.suffix == ".py":  # a mutant must be a program, not a syntax error
+            try:
+                compile(text, str(path), "exec")
+            except SyntaxError as exc:
+                raise StaleMutantError(
+                    f"{edit.file}: the mutant is no program ({exc.msg}, line {exc.lineno})") from None
         path.write_text(text)
+
+
+def check_snippets(mutants: list[Mutant]) -> int:
+    """Exit 2 naming every stale mutant (a snippet not found exactly once), else 0."""
+    stale = []
+    for m in mutants:
+        for edit in m.edits:
+            count = (ROOT / edit.file).read_text().count(edit.old)
+            if count != 1:
+                stale.append(f"{m.id}: {edit.file}: the snippet occurs {count} times, not once")
+    for line in stale:
+        print(f"mutation: {line}", file=sys.stderr)
+    print(f"{len(mutants) - len({s.split(':')[0] for s in stale})} of {len(mutants)} mutants apply")
+    return 2 if stale else 0
 
 
 # --- running the tiers ------------------------------------------------------------
@@ -390,7 +596,8 @@ class Baseline:
         return time.monotonic() - start
 
 
-def run_mutant(m: Mutant, parent: Path, baseline: Baseline, keep: bool, unit: bool = True) -> Result:
+def run_mutant(m: Mutant, parent: Path, baseline: Baseline, keep: bool, unit: bool = True,
+               namespace: bool = True) -> Result:
     start = time.monotonic()
     copy = make_copy(parent, m.id)
     try:
@@ -400,7 +607,7 @@ def run_mutant(m: Mutant, parent: Path, baseline: Baseline, keep: bool, unit: bo
             outcome = run_pytest(copy, m.unit, namespace=False)
             if not outcome.passed:
                 return Result(m, "unit", outcome.failed_test, time.monotonic() - start)
-        if m.namespace:
+        if m.namespace and namespace:
             if os.geteuid() != 0:
                 raise HarnessError(f"{m.id} survived the unit tier; its namespace tier needs root")
             start += baseline.check(m.namespace, namespace=True)
@@ -430,21 +637,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", metavar="ID", help="run only this mutant (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that every mutant's snippets occur exactly once (after a merge); no tests")
     parser.add_argument("--keep", action="store_true", help="keep the mutated copies (their paths are printed)")
     parser.add_argument("--namespace-only", action="store_true",
                         help="skip the unit tier: how strong is the namespace tier alone? (slow; not the check)")
+    parser.add_argument("--unit-only", action="store_true",
+                        help="skip the namespace tier: which mutants does the unit tier alone kill? (not the check)")
     args = parser.parse_args(argv)
 
-    ids = [m.id for m in MUTANTS]
+    everything = all_mutants()
+    ids = [m.id for m in everything]
     if len(set(ids)) != len(ids):
         parser.error("duplicate mutant ids")
     if args.list:
-        for m in MUTANTS:
+        for m in everything:
             print(f"{m.id}: {m.description}")
         return 0
-    chosen = [m for m in MUTANTS if not args.only or m.id in args.only]
+    chosen = [m for m in everything if not args.only or m.id in args.only]
     if args.only and len(chosen) != len(set(args.only)):
         parser.error(f"unknown mutant id(s): {sorted(set(args.only) - set(ids))}")
+    if args.check:
+        return check_snippets(chosen)
     if sys.prefix == sys.base_prefix:
         parser.error("run it with the project's venv (make mutation): pytest and pyroute2 come from there")
 
@@ -455,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
         probe(parent)
         baseline = Baseline(parent)
         for m in chosen:
-            result = run_mutant(m, parent, baseline, args.keep, unit=not args.namespace_only)
+            result = run_mutant(m, parent, baseline, args.keep, unit=not args.namespace_only,
+                                namespace=not args.unit_only)
             results.append(result)
             print(f"  {m.id}: {result.killed_by} ({result.seconds:.1f} s) {result.test}", flush=True)
     except (StaleMutantError, HarnessError) as exc:

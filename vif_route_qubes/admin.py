@@ -25,10 +25,12 @@ from qubesnet.validate import VIF_RE, VifName, parse_address_list, parse_vif_nam
 from qubesnet.xenstore import XenStore
 
 from .inputs import VifInputs, read_gateways, read_netvm
-from .verdicts import HEALTHY
+from .verdicts import HEALTHY, reconcile_action
 
 if TYPE_CHECKING:
     from .gateways import Gateways
+    from .orchestrate import Reading
+    from .steps import Plan
     from .survey import VifReport
 
 log = logging.getLogger("vif-route-qubes")
@@ -171,9 +173,15 @@ def _locked(ctx: Context, inp: VifInputs) -> Iterator[None]:
         locks.release()
 
 
+def _for_reconcile(reading: Reading) -> Plan:
+    from .diff import for_reconcile
+
+    return for_reconcile(reading.plan, reading.state, reading.observed)
+
+
 def _converge(ctx: Context, report: VifReport, say: Callable[[str], None], previous: Previous | None) -> None:
     from .apply import Applier
-    from .event import _online
+    from .event import converge
     from .handlers import HANDLERS
     from .inputs import read_inputs
 
@@ -189,7 +197,7 @@ def _converge(ctx: Context, report: VifReport, say: Callable[[str], None], previ
             before = inp._replace(gateway=previous.gateway, gateway6=previous.gateway6,
                                   netvm_ipv6=previous.netvm_ipv6)
         applier = Applier(ctx.gw, HANDLERS, say)
-        _online(applier, ctx.gw, inp, reconcile=True, previous=before)
+        converge(applier, ctx.gw, inp, choose=_for_reconcile, previous=before)
 
 
 def _env(report: VifReport) -> Any:
@@ -201,7 +209,7 @@ def _env(report: VifReport) -> Any:
 
 def _remove_orphan(ctx: Context, report: VifReport, say: Callable[[str], None]) -> None:
     from .apply import Applier
-    from .event import _offline, _remove_downstream
+    from .event import remove
     from .handlers import HANDLERS
 
     inp = _orphan_inputs(report)
@@ -210,12 +218,12 @@ def _remove_orphan(ctx: Context, report: VifReport, say: Callable[[str], None]) 
             return  # claimed meanwhile: a hotplug event owns it now
         applier = Applier(ctx.gw, HANDLERS, say)
         if report.name == "-":
-            _remove_downstream(applier, ctx.gw, inp)
+            remove(applier, ctx.gw, inp, "downstream")
             return
         with _qubesdb(ctx) as qdb:
             if qdb is not None:
                 inp = read_netvm(inp, qdb, online=False)
-        _offline(applier, ctx.gw, inp)
+        remove(applier, ctx.gw, inp)
 
 
 def run_reconcile(ctx: Context, out: TextIO, *, previous: Previous | None = None) -> int:
@@ -224,12 +232,13 @@ def run_reconcile(ctx: Context, out: TextIO, *, previous: Previous | None = None
     failed: list[str] = []
     changed = 0
     for report in reports:
-        wanted = report.verdict == "drift" or (previous is not None and report.hotplug_status == "connected")
-        if report.verdict != "orphan" and not (wanted and report.inputs is not None):
+        action = reconcile_action(report.verdict, report.hotplug_status, report.inputs is not None,
+                                  gateways_changed=previous is not None)
+        if action is None:
             continue
         lines: list[str] = []
         try:
-            if report.verdict == "orphan":
+            if action == "remove":
                 _remove_orphan(ctx, report, lines.append)
             else:
                 _converge(ctx, report, lines.append, previous)
@@ -239,7 +248,7 @@ def run_reconcile(ctx: Context, out: TextIO, *, previous: Previous | None = None
             continue
         if lines:
             changed += 1
-            what = "removed orphan" if report.verdict == "orphan" else "converged"
+            what = "removed orphan" if action == "remove" else "converged"
             out.write(f"{report.name}: {what}\n")
             for line in lines:
                 out.write(f"  {line}\n")

@@ -106,3 +106,20 @@ def subtract(old: VifState, new: VifState) -> VifState:
         hook_addresses=(),
         notes=(),
     )
+
+
+def restricted_to_downstream(state: VifState) -> VifState:
+    """Only ``state``'s ``downstream`` elements: what is left to remove of an
+    orphan's address that no interface may send from any more."""
+    return state._replace(
+        elements=tuple(e for e in state.elements if e.kind == SET_DOWNSTREAM),
+        sysctls=(),
+        routes=(),
+        neighbours=(),
+        addresses=(),
+        flowtable=False,
+        namespace=None,
+        purge=(),
+        hook_addresses=(),
+        notes=(),
+    )

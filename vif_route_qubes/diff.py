@@ -6,9 +6,12 @@ teardown cannot drift from set-up. Decisions that depend on other vifs are
 taken here, from the facts observed: an address another interface still
 routes stays in ``downstream``.
 
-The order of the online steps is the security argument of the whole script:
+Each kind of object (kinds.py) says how to add and remove one of its
+objects and where it ranks; online is the missing objects in rank order,
+removal the present ones in reverse. The ranks are the security argument
+of the whole script:
 
-1. rename and sysctls while the link is still down;
+1. rename (explicit, first) and sysctls while the link is still down;
 2. stale conntrack entries of the client's addresses purged;
 3. anti-spoofing set elements committed (one nftables transaction, which
    also creates any missing anti-spoofing object and the flowtable membership);
@@ -16,35 +19,33 @@ The order of the online steps is the security argument of the whole script:
    antispoof chain), followed by routes, neighbours and gateway addresses.
    IPv4 routes need the link up, and the kernel flushes neighbour entries
    of a link that goes down, so these come after it.
+
+Offline takes the link down first (traffic stops before anything goes),
+then removes in reverse rank (gateway addresses, neighbours, routes, the
+one transaction of set elements and flowtable membership, sysctls), runs
+the hooks, renames back, removes a namespace, and purges last.
 """
 
 from __future__ import annotations
 
-from qubesnet.constants import SET_DOWNSTREAM
 from qubesnet.errors import ApplyError, ConfigError
-from qubesnet.layout import build_antispoof
-from qubesnet.nftjson import Json
 
+from .kinds import Change, NftCommands, additions, kept_in_downstream, removals
 from .mapped_names import namespace_name, peer_name
-from .nftplan import build_elements, build_flowtable
-from .state import Element, NamespaceFacts, Observed, VifState
+from .state import NamespaceFacts, Observed, VifState
 from .steps import (
-    AddressChange,
     ConfigureNamespace,
     CreateNamespace,
     CreateVeth,
     MoveIntoNamespace,
-    NeighbourChange,
     NftChange,
     Plan,
     PurgeConntrack,
     RemoveNamespace,
     Rename,
     ReportConnected,
-    RouteChange,
     RunHooks,
     SetLink,
-    SetSysctl,
     Step,
 )
 
@@ -76,7 +77,8 @@ def plan_namespace(state: VifState, facts: NamespaceFacts) -> list[Step]:
     if not real_inside:
         # Our veth exists only once the vif was moved in: with it there, a
         # device of the vif's name in the netvm is the veth's end, not the vif.
-        if (facts.netvm_link is None or ours_now) and not rebuilt:
+        # (renamed, a device under libxl's name is the vif itself, wherever the veth is)
+        if (facts.netvm_link is None or (ours_now and facts.netvm_link.name == spec.ifname)) and not rebuilt:
             raise ConfigError("vif", f"interface {state.vif} does not exist; is the VM's backend still there?")
         steps.append(MoveIntoNamespace(spec.name, state.vif, spec.ifname))
     if not ours_now:
@@ -89,97 +91,81 @@ def _remove_namespace(state: VifState) -> RemoveNamespace:
     return RemoveNamespace(namespace_name(state.ifname), state.ifname, peer_name(state.ifname), state.vif)
 
 
+def _steps(changes: list[Change], what: str) -> list[Step]:
+    """Changes as steps: the nftables commands of the event gathered into its
+    one transaction, where the first of them stood (their kinds are adjacent
+    in rank)."""
+    steps: list[Step] = []
+    nft = [c for c in changes if isinstance(c, NftCommands)]
+    commands = tuple(command for c in nft for command in c.commands)
+    undo = tuple(command for c in nft for command in c.undo)
+    for change in changes:
+        if not isinstance(change, NftCommands):
+            steps.append(change)
+        elif change is nft[0] and commands:
+            steps.append(NftChange(what, commands, undo))
+    return steps
+
+
 def plan_online(state: VifState, obs: Observed, xenbus_path: str) -> Plan:
+    """Make what is described and missing, kind by kind in rank order
+    (kinds.py), after the rename and before the hooks and the report."""
     link = obs.link
     if link is None:
         raise ApplyError(f"interface {state.vif} does not exist; is the VM's backend still there?")
-    ifindex, ifname = link.ifindex, state.ifname
     notes = list(state.notes)
     steps: list[Step] = []
-
-    if link.name != ifname:
-        steps.append(Rename(ifindex, link.name, ifname))
-    for sysctl in state.sysctls:
-        current = obs.sysctls.get(sysctl.key)
-        if current is None:
-            raise ApplyError(f"sysctl {sysctl.key} does not exist; is the interface gone?")
-        if current != sysctl.value:
-            steps.append(SetSysctl(sysctl.key, sysctl.value, current))
-    if state.purge:
-        steps.append(PurgeConntrack(state.purge))
-
-    # One transaction: the missing anti-spoofing objects, the missing
-    # elements, the flowtable membership. Its undo takes back this vif's
-    # elements and membership, never the shared objects it created: the
-    # moment they exist another vif's event may rely on them (its elements
-    # live in these sets, its traffic passes these chains), and they are the
-    # netvm's base layout anyway.
-    create: list[Json] = []
-    remove: list[Json] = []
-    for family, objs in obs.base.items():
-        create += build_antispoof(family, table=objs.table, sets=objs.sets, chains=objs.chains)
-    missing = [e for e in state.elements if e not in obs.elements]
-    create += build_elements(missing, present=True)
-    remove = build_elements(missing, present=False)
+    if link.name != state.ifname:
+        steps.append(Rename(link.ifindex, link.name, state.ifname))
+    # The undo of the one transaction takes back this vif's elements and
+    # membership, never the shared objects it created (kinds.Layout).
+    steps += _steps(additions(state, obs, link), f"online {state.ifname}")
     if state.flowtable and not obs.flow.supported:
         notes.append(FLOWTABLE_UNSUPPORTED)
-    elif state.flowtable and not obs.flow.member:
-        create += build_flowtable(ifname, table=obs.flow.table, present=True)
-        remove += build_flowtable(ifname, table=True, present=False)
-    if create:
-        steps.append(NftChange(f"online {ifname}", tuple(create), tuple(remove)))
-
-    if not (link.up and link.group == state.group):
-        steps.append(SetLink(ifindex, ifname, True, state.group, link.up, link.group))
-    steps += [RouteChange(True, ifindex, ifname, r.dst, r.metric) for r in state.routes if r not in obs.routes]
-    found = {n.addr: n.mac for n in obs.neighbours}
-    steps += [NeighbourChange(True, ifindex, ifname, n.addr, n.mac, found.get(n.addr)) for n in state.neighbours
-              if n not in obs.neighbours and n.mac is not None]
-    steps += [AddressChange(True, ifindex, ifname, a.addr, a.prefixlen) for a in state.addresses
-              if a not in obs.addresses]
     steps += _hooks("online", state)
     steps.append(ReportConnected(xenbus_path))
-    return Plan("online", ifname, ifindex, state.client_addresses, tuple(steps), tuple(notes))
+    return Plan("online", state.ifname, link.ifindex, state.client_addresses, tuple(steps), tuple(notes))
 
 
-def kept_in_downstream(state: VifState, obs: Observed) -> frozenset[Element]:
-    """Downstream elements offline must keep: another interface routes the
-    address (a new VM reusing it before the old one's offline ran), whose
-    packets from the uplink claiming it must still be dropped."""
-    return frozenset(e for e in state.elements if e.kind == SET_DOWNSTREAM and e.addr in obs.routed_elsewhere)
+def with_stale(plan: Plan, stale: VifState, obs: Observed) -> Plan:
+    """An online plan that also removes ``stale``'s objects (what the
+    previous inputs described and the current ones no longer do), before
+    the report: a failure undoes them with the rest."""
+    steps = list(plan.steps)
+    steps[-1:-1] = plan_removal(stale, obs)
+    return plan._replace(steps=tuple(steps))
 
 
-def plan_removal(state: VifState, obs: Observed, *, flowtable: bool = False) -> list[Step]:
-    """Remove what ``state`` names and the kernel holds: routes, elements (but
-    the downstream ones another interface needs), with ``flowtable`` the
-    flowtable membership (ours whenever it is there: our table), neighbours,
-    addresses, and sysctls (back to what a new interface gets)."""
-    link = obs.link
-    ifname = link.name if link is not None else state.ifname
-    steps: list[Step] = []
-    if link is not None:
-        steps += [RouteChange(False, link.ifindex, link.name, r.dst, r.metric) for r in state.routes
-                  if r in obs.routes]
-    keep = kept_in_downstream(state, obs)
-    gone = [e for e in state.elements if e in obs.elements and e not in keep]
-    commands = build_elements(gone, present=False)
-    if link is not None and obs.flow.member and flowtable:
-        commands += build_flowtable(ifname, table=True, present=False)
-    if commands:
-        steps.append(NftChange(f"remove {ifname}", tuple(commands), ()))
-    if link is not None:
-        present = {n.addr for n in obs.neighbours}
-        steps += [NeighbourChange(False, link.ifindex, link.name, n.addr, n.mac or "") for n in state.neighbours
-                  if n.addr in present]
-        steps += [AddressChange(False, link.ifindex, link.name, a.addr, a.prefixlen) for a in state.addresses
-                  if a in obs.addresses]
-        for sysctl in state.sysctls:
-            # Ours when it still has the value we set; back to what a new interface gets.
-            current, default = obs.sysctls.get(sysctl.key), obs.defaults.get(sysctl.key)
-            if current == sysctl.value and default is not None and default != current:
-                key = sysctl.key.replace(f"/conf/{state.ifname}/", f"/conf/{link.name}/", 1)
-                steps.append(SetSysctl(key, default, current))
-    return steps
+def is_unconfigured(state: VifState, obs: Observed) -> bool:
+    """Nothing of the vif was configured: down, outside the vif group, none of its set elements."""
+    return obs.link is not None and not obs.link.up and obs.link.group != state.group and not obs.elements
+
+
+def for_reconcile(plan: Plan, state: VifState, obs: Observed) -> Plan:
+    """What ``reconcile`` runs of an online plan. libxl already saw the vif
+    connected, so no report; a running client keeps its connections and
+    the hooks ran at its online, so those two only for a vif of which
+    nothing was configured at all (one whose online never ran through)."""
+    skip: tuple[type, ...] = (ReportConnected,)
+    if not is_unconfigured(state, obs):
+        skip += (RunHooks, PurgeConntrack)
+    return plan._replace(steps=tuple(s for s in plan.steps if not isinstance(s, skip)))
+
+
+def plan_removal(state: VifState, obs: Observed) -> list[Step]:
+    """Remove what ``state`` names and the kernel holds, kind by kind in
+    reverse rank order (kinds.py): gateway addresses, neighbours, routes,
+    the flowtable membership and set elements (in one transaction; but the
+    downstream ones another interface needs), sysctls (back to what a new
+    interface gets). Without the interface, only the set elements remain."""
+    ifname = obs.link.name if obs.link is not None else state.ifname
+    return _steps(removals(state, obs), f"remove {ifname}")
+
+
+def plan_orphan_downstream(state: VifState, obs: Observed) -> Plan:
+    """Remove an orphan's downstream elements (``state`` restricted to them),
+    but those another interface routes."""
+    return Plan("remove", state.ifname, None, state.client_addresses, tuple(plan_removal(state, obs)))
 
 
 def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> Plan:
@@ -190,7 +176,8 @@ def plan_offline(state: VifState, obs: Observed, namespace: NamespaceFacts) -> P
     # Stop traffic first.
     if link is not None and (link.up or link.group != 0):
         steps.append(SetLink(link.ifindex, link.name, False, 0, link.up, link.group))
-    steps += plan_removal(state, obs, flowtable=True)
+    # Our table: the membership is ours whenever it is there, whatever the service says now.
+    steps += plan_removal(state._replace(flowtable=True), obs)
     keep = kept_in_downstream(state, obs)
     steps += _hooks("offline", state)
     if link is not None and not namespace.exists and link.name == state.ifname != state.vif:

@@ -1,20 +1,18 @@
-"""One vif event from start to end: read, lock, observe, describe, diff, apply.
+"""One vif event from start to end: read, lock, plan, apply.
 
     XenStore, QubesDB --read_inputs--> VifInputs
-    kernel --observe.read_environment--> Environment
-    (VifInputs, Environment) --describe--> VifState          (pure)
-    kernel --observe.read_observed(VifState)--> Observed
-    (VifState, Observed) --diff.plan_online/plan_offline--> Plan   (pure)
+    locks: the vif's names and client addresses
+    kernel --orchestrate.read_plan--> Plan    (describe, observe, diff)
     Plan --Applier(handlers, gateways)--> kernel, XenStore
 
-This module decides nothing about the vif itself: it sequences the others
-and holds the locks.
+This module decides nothing about the vif itself: it reads, holds the
+locks, and applies; ``converge`` (online, with rollback) and ``remove``
+(offline, best effort) serve ``reconcile`` too.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -26,13 +24,13 @@ from qubesnet.validate import AddressList
 from qubesnet.xenstore import XenStore
 
 from .inputs import VifEnv, VifInputs, read_inputs
-from .mapped_names import namespace_name, peer_name
 
 if TYPE_CHECKING:
     from qubesnet.netlink.ctnl import Conntrack
 
     from .apply import Applier
     from .gateways import Gateways
+    from .orchestrate import Direction, Reading
     from .steps import Plan
 
 log = logging.getLogger(__name__)
@@ -50,31 +48,6 @@ def lock_keys(inp: VifInputs) -> list[str]:
     keys = [f"if:{inp.vif.name}", f"if:{inp.ifname}"]
     keys += [f"addr:{addr}" for addr in inp.addresses.used]
     return keys
-
-
-class EarlyPurge:
-    """The conntrack gateway, with a purge started before the locks.
-
-    The kernel's walk of its connection table overlaps the imports and
-    observations; the plan's purge step then takes its result. It is
-    idempotent and every online purges, so starting early loses nothing.
-    """
-
-    def __init__(self, conntrack: Conntrack, addrs: tuple[object, ...]) -> None:
-        from qubesnet.netlink.ctnl import PurgeInBackground
-
-        self._conntrack = conntrack
-        self._early = PurgeInBackground(conntrack, addrs) if addrs else None  # type: ignore[arg-type]
-
-    def purge(self, addrs: tuple[object, ...]) -> int:
-        early, self._early = self._early, None
-        count = early.result() if early is not None and early.addrs == addrs else self._conntrack.purge(addrs)  # type: ignore[arg-type]
-        if count:
-            log.info("purged %d stale conntrack entries", count)
-        return count
-
-    def close(self) -> None:
-        self._conntrack.close()
 
 
 def _read(command: str, env: VifEnv, xs: XenStore, open_qubesdb: Callable[[], QubesDB], opts: Options) -> VifInputs:
@@ -104,10 +77,9 @@ def run_event(
 
     from qubesnet.netlink.ctnl import Conntrack
 
-    conntrack = Conntrack()
-    ipv6 = os.path.exists("/proc/sys/net/ipv6")
-    early = tuple(a for a in inp.addresses.used if a.version == 4 or ipv6) if not opts.dry_run else ()
-    gw = make_gateways(EarlyPurge(conntrack, early))  # type: ignore[arg-type]
+    # The purge is a step of the plan, run under the locks: a connection
+    # made for an address while the event waited for its lock goes too.
+    gw = make_gateways(Conntrack())
     if opts.dry_run:
         from .gateways import recording
 
@@ -124,8 +96,8 @@ def run_event(
         locks.acquire(lock_keys(inp), LOCK_TIMEOUT)
     try:
         if command == "online":
-            return _online(applier, gw, inp)
-        return _offline(applier, gw, inp)
+            return converge(applier, gw, inp)
+        return remove(applier, gw, inp)
     finally:
         locks.release()
 
@@ -148,45 +120,22 @@ def _lock_listed_addresses(gw: Gateways, inp: VifInputs, locks: KeyLocks) -> Vif
     raise ApplyError(f"the addresses of {inp.ifname} in the allowed set keep changing; retry offline")
 
 
-def _online(applier: Applier, gw: Gateways, inp: VifInputs, *, reconcile: bool = False,
-            previous: VifInputs | None = None) -> Plan:
+def converge(applier: Applier, gw: Gateways, inp: VifInputs, *,
+             choose: Callable[[Reading], Plan] | None = None, previous: VifInputs | None = None) -> Plan:
     """Converge the vif to its description; on any failure, undo and fail closed.
 
-    ``reconcile``: the vif is already connected as far as libxl knows, so
-    no hotplug-status is written, and the hooks run and stale connections
-    are purged only if nothing of the vif was configured at all (a running
-    client keeps its connections). ``previous``: the inputs the vif was set
-    up with, when they changed (a gateway came or went): what only those
-    described goes too.
+    ``choose``: what to run of the reading (default: its whole online plan;
+    ``reconcile`` passes :func:`~.diff.for_reconcile`). ``previous``: the
+    inputs the vif was set up with, when they changed.
     """
-    from .describe import describe, subtract
-    from .diff import plan_namespace, plan_online, plan_removal
-    from .observe import find_link, read_environment, read_namespace, read_observed
-    from .steps import PurgeConntrack, ReportConnected, RunHooks
+    from .orchestrate import read_plan
 
     try:
-        env = read_environment(gw, inp)
-        state = describe(inp, env)
-        ns = namespace_name(inp.ifname)
-        if state.namespace is not None or gw.namespaces.exists(ns):
-            facts = read_namespace(gw, state.namespace, ns, inp.ifname, peer_name(inp.ifname), inp)
-            applier.apply(plan_namespace(state, facts))
-            # The netvm end of the vif is now the veth (or the real vif, back).
-            env = env._replace(link=find_link(gw, inp))
+        reading = read_plan(gw, inp, "online", on_namespace=applier.apply, previous=previous)
         if inp.mapping is not None:
             m = inp.mapping
             log.info("%s is mapped: the client sees %s behind %s", m.real, m.visible, m.visible_gateway)
-        obs = read_observed(gw, state, env.link, env)
-        plan = plan_online(state, obs, inp.xenbus_path)
-        steps = list(plan.steps)
-        if previous is not None:
-            stale = subtract(describe(previous, env), state)
-            steps[-1:-1] = plan_removal(stale, read_observed(gw, stale, env.link, env))
-        if reconcile:
-            fresh = obs.link is not None and not obs.link.up and obs.link.group != state.group and not obs.elements
-            skip = (ReportConnected,) if fresh else (ReportConnected, RunHooks, PurgeConntrack)
-            steps = [s for s in steps if not isinstance(s, skip)]
-        plan = plan._replace(steps=tuple(steps))
+        plan = reading.plan if choose is None else choose(reading)
         for note in plan.notes:
             log.warning("%s", note)
         applier.fail_closed = plan.link_index
@@ -197,15 +146,12 @@ def _online(applier: Applier, gw: Gateways, inp: VifInputs, *, reconcile: bool =
     return plan
 
 
-def _offline(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
-    from .describe import describe
-    from .diff import plan_offline
-    from .observe import read_environment, read_namespace, read_observed
+def remove(applier: Applier, gw: Gateways, inp: VifInputs, direction: Direction = "offline") -> Plan:
+    """Remove what the description names and the kernel holds, best effort:
+    every step is tried, the errors are reported together."""
+    from .orchestrate import read_plan
 
-    env = read_environment(gw, inp)
-    state = describe(inp, env)
-    ns = read_namespace(gw, None, namespace_name(inp.ifname), inp.ifname, peer_name(inp.ifname), inp)
-    plan = plan_offline(state, read_observed(gw, state, env.link, env, others=True), ns)
+    plan = read_plan(gw, inp, direction).plan
     for note in plan.notes:
         log.info("%s", note)
     errors = applier.apply_best_effort(plan.steps)
@@ -213,22 +159,3 @@ def _offline(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
         more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
         raise ApplyError(errors[0] + more)
     return plan
-
-
-def _remove_downstream(applier: Applier, gw: Gateways, inp: VifInputs) -> None:
-    """Downstream elements no interface may send from (an orphan's remains),
-    unless another interface routes the address."""
-    from qubesnet.constants import SET_DOWNSTREAM
-
-    from .describe import describe
-    from .diff import plan_removal
-    from .observe import read_environment, read_observed
-    from .state import Element
-
-    env = read_environment(gw, inp)
-    state = describe(inp, env)
-    state = state._replace(elements=tuple(Element(SET_DOWNSTREAM, a) for a in inp.addresses.used), routes=(),
-                           neighbours=(), addresses=(), sysctls=())
-    errors = applier.apply_best_effort(plan_removal(state, read_observed(gw, state, None, env, others=True)))
-    if errors:
-        raise ApplyError(errors[0])

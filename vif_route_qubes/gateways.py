@@ -4,6 +4,11 @@ They are passed in (never module globals), so that the applier can be run
 against recording ones: ``--dry-run`` is :func:`recording`, which reads
 through to the real gateways (the plan is computed from the real kernel)
 and records every write instead of making it. No handler checks a flag.
+
+The recording gateways fail closed: only the methods listed in ``READS``
+reach the real gateway; the writes listed in ``WRITES`` are recorded; any
+other attribute raises, so a write method added to a gateway later can
+never run for real under ``--dry-run``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,20 @@ class Gateways(NamedTuple):
         self.conntrack.close()
 
 
+# The methods of each gateway known to only read (or to release what the
+# gateway holds): these, and only these, reach the real gateway under
+# --dry-run. A method in neither table raises DryRunError.
+READS: dict[str, frozenset[str]] = {
+    "rtnl": frozenset({"get_link", "list_links", "list_addresses", "host_routes_to", "host_routes_on",
+                       "lookup_route", "list_permanent_neighbours", "close"}),
+    "nft": frozenset({"query", "has_element", "accepts"}),
+    "sysctl": frozenset({"exists", "read"}),
+    "conntrack": frozenset({"close"}),
+    "hooks": frozenset({"executables"}),
+    "status": frozenset(),
+    "namespaces": frozenset({"exists", "links_inside", "table_inside"}),
+}
+
 # The writes of each gateway and what a recorded one answers ("done").
 WRITES: dict[str, dict[str, object]] = {
     "rtnl": {name: True for name in ("set_link", "create_veth", "delete_link", "add_address", "del_address",
@@ -50,16 +69,21 @@ WRITES: dict[str, dict[str, object]] = {
     "status": {"connected": None, "error": None},
     "namespaces": {name: None for name in ("create", "delete", "move_in", "move_back", "create_veth",
                                            "delete_link_named", "configure", "remove")},
-
 }
 
 
+class DryRunError(AssertionError):
+    """A dry run reached a gateway method that is neither a known read nor a known write (a bug)."""
+
+
 class Recorder:
-    """Reads go to ``real``; writes are recorded in ``log`` and answer as done."""
+    """Known reads go to ``real``; known writes are recorded in ``log`` and
+    answer as done; anything else raises :class:`DryRunError`."""
 
     def __init__(self, name: str, real: object, log: Callable[[str], None]) -> None:
         self._name = name
         self._real = real
+        self._reads = READS[name]
         self._writes = WRITES[name]
         self._log = log
 
@@ -73,7 +97,10 @@ class Recorder:
                 return result
 
             return record
-        return getattr(self._real, attr)
+        if attr in self._reads:
+            return getattr(self._real, attr)
+        raise DryRunError(f"dry run: {self._name}.{attr} is not known to be a read; "
+                          f"list it in READS or WRITES of vif_route_qubes/gateways.py")
 
 
 def recording(real: Gateways, log: Callable[[str], None]) -> Gateways:

@@ -8,6 +8,7 @@ redirect them), and leave errors to the applier.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,8 @@ from .steps import (
 
 Handler = Callable[[Gateways, Any], object]
 
+log = logging.getLogger(__name__)
+
 
 def _route(gw: Gateways, s: RouteChange) -> object:
     change = gw.rtnl.add_route if s.present else gw.rtnl.del_route
@@ -57,6 +60,13 @@ def _address(gw: Gateways, s: AddressChange) -> object:
     return gw.rtnl.del_address(s.ifindex, s.addr, s.prefixlen)
 
 
+def _purge(gw: Gateways, s: PurgeConntrack) -> object:
+    count = gw.conntrack.purge(s.addrs)
+    if count:
+        log.info("purged %d stale conntrack entries", count)
+    return count
+
+
 def _move_in(gw: Gateways, s: MoveIntoNamespace) -> object:
     link = gw.rtnl.get_link(s.old_name)
     if link is None:
@@ -69,7 +79,7 @@ HANDLERS: dict[type, Handler] = {
     Rename: lambda gw, s: gw.rtnl.set_link(s.ifindex, name=s.new),
     SetLink: lambda gw, s: gw.rtnl.set_link(s.ifindex, up=s.up, group=s.group),
     SetSysctl: lambda gw, s: gw.sysctl.write(s.key, s.value),
-    PurgeConntrack: lambda gw, s: gw.conntrack.purge(s.addrs),
+    PurgeConntrack: _purge,
     NftChange: lambda gw, s: gw.nft.run(list(s.commands), s.what),
     RouteChange: _route,
     NeighbourChange: _neighbour,

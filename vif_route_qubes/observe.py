@@ -48,18 +48,22 @@ def _netlink(what: str, error: NetlinkError) -> ApplyError:
     return ApplyError(f"cannot read {what}: {error.strerror}")
 
 
-def find_link(gw: Gateways, inp: VifInputs) -> Link | None:
+def find_link(gw: Gateways, inp: VifInputs, *, our_veth: bool = False) -> Link | None:
     """The vif's interface: under libxl's name, or renamed by an earlier run.
 
     A renamed one is trusted only in the vif group, so that a ``vifname``
     naming the uplink (or any other interface) can never make us reconfigure
-    or take down that one.
+    or take down that one. ``our_veth``: a mapped vif's namespace is in
+    place, so the device under the new name is our veth's netvm end (made
+    by us, or refused as existing), which joins the vif group only later:
+    then one in the default group (0, where a new veth is born) is trusted
+    too, never one in another group (the uplinks' is 1).
     """
     try:
         link = gw.rtnl.get_link(inp.vif.name)
         if link is None and inp.ifname != inp.vif.name:
             link = gw.rtnl.get_link(inp.ifname)
-            if link is not None and link.group != VIF_GROUP:
+            if link is not None and link.group != VIF_GROUP and not (our_veth and link.group == 0):
                 link = None
     except NetlinkError as exc:
         raise _netlink(f"interface {inp.vif.name}", exc) from exc
@@ -183,8 +187,10 @@ def read_observed(gw: Gateways, state: VifState, link: Link | None, env: Environ
     if flow_table and link is not None:
         listing = gw.nft.query({"list": {"flowtable": {"family": FLOW_FAMILY, "table": FLOW_TABLE, "name": FLOWTABLE}}})
         for item in listing or []:
-            member = member or link.name in (item.get("flowtable", {}).get("dev") or []) \
-                or state.ifname in (item.get("flowtable", {}).get("dev") or [])
+            devices = item.get("flowtable", {}).get("dev") or []
+            if isinstance(devices, str):  # libnftables lists one device as a string, not a list
+                devices = [devices]
+            member = member or link.name in devices or state.ifname in devices
     supported = flow_table
     if state.flowtable and not flow_table:
         supported = gw.nft.accepts(build_flowtable_probe())[0]

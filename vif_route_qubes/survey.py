@@ -22,9 +22,9 @@ from qubesnet.xenstore import XenStore
 
 from .gateways import Gateways
 from .inputs import VifEnv, VifInputs, read_inputs
-from .mapped_names import namespace_name, peer_name
+from .mapped_names import namespace_name
 from .observe import read_set_elements
-from .verdicts import Verdict, drift_of
+from .verdicts import Verdict, drift_of, verdict_of
 
 BACKEND = "backend/vif"
 NUMBER_RE = re.compile(r"0|[1-9][0-9]{0,4}")
@@ -61,9 +61,7 @@ def backend_vifs(xs: XenStore) -> list[tuple[str, str]]:
 
 def inspect_vif(gw: Gateways, xs: XenStore, qdb: QubesDB | None, name: str, path: str) -> VifReport:
     """One XenStore vif: read as online would, compared with the kernel."""
-    from .describe import describe
-    from .diff import plan_namespace, plan_online
-    from .observe import find_link, read_environment, read_namespace, read_observed
+    from .orchestrate import read_plan
 
     status = error = None
     domid = devid = None
@@ -81,24 +79,17 @@ def inspect_vif(gw: Gateways, xs: XenStore, qdb: QubesDB | None, name: str, path
     addresses = tuple(str(a) for a in inp.addresses.used)
     base = VifReport(inp.ifname, domid, devid, path, addresses, inp.mac, status, inp.mapping is not None, "ok", (),
                      inp)
-    if status == "error":
-        return base._replace(verdict="failed", detail=(error or "hotplug-status is error",))
     if status != "connected":
-        return base._replace(verdict="pending", detail=(f"hotplug-status is {status or 'not set'}",))
+        verdict = verdict_of(status, ())
+        if verdict == "failed":
+            return base._replace(verdict=verdict, detail=(error or "hotplug-status is error",))
+        return base._replace(verdict=verdict, detail=(f"hotplug-status is {status or 'not set'}",))
     try:
-        env = read_environment(gw, inp)
-        state = describe(inp, env)
-        steps = []
-        ns = namespace_name(inp.ifname)
-        if state.namespace is not None or gw.namespaces.exists(ns):
-            facts = read_namespace(gw, state.namespace, ns, inp.ifname, peer_name(inp.ifname), inp)
-            steps += plan_namespace(state, facts)
-            env = env._replace(link=find_link(gw, inp))
-        steps += plan_online(state, read_observed(gw, state, env.link, env), path).steps
+        reading = read_plan(gw, inp, "online")  # the namespace's steps listed, not run
     except QubesNetError as exc:
         return base._replace(verdict="drift", detail=(str(exc),))
-    drift = drift_of(steps)
-    return base._replace(verdict="drift" if drift else "ok", detail=drift)
+    drift = drift_of(reading.state, reading.observed, reading.namespace)
+    return base._replace(verdict=verdict_of(status, drift), detail=drift)
 
 
 class Inventory(NamedTuple):

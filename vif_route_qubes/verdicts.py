@@ -1,28 +1,13 @@
-"""What ``status`` says of a vif, from the steps ``online`` would take (pure)."""
+"""What ``status`` says of a vif, and what ``reconcile`` does with it (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Literal
 
-from .steps import (
-    AddressChange,
-    ConfigureNamespace,
-    CreateNamespace,
-    CreateVeth,
-    MoveIntoNamespace,
-    NeighbourChange,
-    NftChange,
-    PurgeConntrack,
-    RemoveNamespace,
-    Rename,
-    ReportConnected,
-    RouteChange,
-    RunHooks,
-    SetLink,
-    SetSysctl,
-    Step,
-)
+from .kinds import drift
+from .state import Observed, VifState
+from .steps import ConfigureNamespace, Step
 
 # ok: the kernel holds what XenStore and QubesDB describe; drift: it does not;
 # orphan: kernel state no XenStore vif claims; failed: the hotplug reported
@@ -31,52 +16,44 @@ from .steps import (
 Verdict = Literal["ok", "drift", "orphan", "failed", "invalid", "pending"]
 VERDICTS: tuple[Verdict, ...] = ("ok", "drift", "orphan", "failed", "invalid", "pending")
 HEALTHY: frozenset[str] = frozenset({"ok", "pending"})
+# What reconcile does with a vif: converge it as online would, or remove an orphan as offline would.
+Action = Literal["converge", "remove"]
 
 
-def _nft(step: NftChange) -> list[str]:
-    found = []
-    for command in step.commands:
-        ((verb, obj),) = command.items()
-        if verb != "add":
-            continue
-        ((kind, body),) = obj.items()
-        if kind == "element":
-            for elem in body["elem"]:
-                addr = elem["concat"][1] if isinstance(elem, dict) else elem
-                found.append(f"missing {body['name']} {addr}")
-        elif kind in ("table", "set", "chain"):
-            where = [body["family"], body.get("table"), body.get("name")]
-            found.append(" ".join(["missing", kind, *(w for w in where if w)]))
-        elif kind == "flowtable":
-            found.append("not in the flowtable")
-    return found
+def verdict_of(hotplug_status: str | None, drift: tuple[str, ...]) -> Verdict:
+    """A readable XenStore vif's verdict: its hotplug's report first, then the kernel's drift."""
+    if hotplug_status == "error":
+        return "failed"
+    if hotplug_status != "connected":
+        return "pending"
+    return "drift" if drift else "ok"
 
 
-def _one(step: Step) -> list[str]:
-    if isinstance(step, Rename):
-        return [f"named {step.old}, not {step.new}"]
-    if isinstance(step, SetSysctl):
-        return [f"sysctl {step.key.rsplit('/', 1)[-1]} is {step.previous}, not {step.value}"]
-    if isinstance(step, NftChange):
-        return _nft(step)
-    if isinstance(step, SetLink):
-        state = "down" if not step.was_up else f"in group {step.was_group}"
-        return [f"link {state}"]
-    if isinstance(step, RouteChange):
-        return [f"no route to {step.dst}"]
-    if isinstance(step, NeighbourChange):
-        return [f"no neighbour entry for {step.addr}"]
-    if isinstance(step, AddressChange):
-        return [f"no gateway address {step.addr}"]
-    if isinstance(step, (CreateNamespace, MoveIntoNamespace, CreateVeth, RemoveNamespace)):
-        return [f"namespace: {step.show()}"]
+def reconcile_action(verdict: Verdict, hotplug_status: str | None, readable: bool, *,
+                     gateways_changed: bool) -> Action | None:
+    """What ``reconcile`` does with one vif of the survey: orphans go; a
+    connected vif whose inputs could be read converges when it drifted, or
+    whenever the netvm's gateways changed (what the old ones made must go,
+    whatever the kernel holds); nothing else is touched."""
+    if verdict == "orphan":
+        return "remove"
+    if readable and (verdict == "drift" or (gateways_changed and hotplug_status == "connected")):
+        return "converge"
+    return None
+
+
+def _namespace(step: Step) -> list[str]:
     if isinstance(step, ConfigureNamespace):
         return [f"namespace {step.ns} not configured"]
-    if isinstance(step, (PurgeConntrack, RunHooks, ReportConnected)):
-        return []  # what every online does, not a difference
-    return [step.show()]
+    return [f"namespace: {step.show()}"]
 
 
-def drift_of(steps: Iterable[Step]) -> tuple[str, ...]:
-    """What differs, one short phrase per object, from the steps that would converge it."""
-    return tuple(dict.fromkeys(phrase for step in steps for phrase in _one(step)))
+def drift_of(state: VifState, obs: Observed, namespace: Iterable[Step] = ()) -> tuple[str, ...]:
+    """What differs, one short phrase per object: the namespace's steps, a
+    name that is not the described one, then each missing object in the
+    words of its kind (kinds.py), in rank order."""
+    phrases = [phrase for step in namespace for phrase in _namespace(step)]
+    if obs.link is not None and obs.link.name != state.ifname:
+        phrases.append(f"named {obs.link.name}, not {state.ifname}")
+    phrases += drift(state, obs)
+    return tuple(dict.fromkeys(phrases))

@@ -84,9 +84,8 @@ def _addresses_of(entry: ct_msg) -> set[IPAddress]:
 class Conntrack:
     """The ctnetlink gateway; one socket, closed with ``close()``."""
 
-    def __init__(self, dry_run: bool = False) -> None:
+    def __init__(self) -> None:
         self._nl = NetlinkSocket(NETLINK_NETFILTER)
-        self.dry_run = dry_run
 
     def close(self) -> None:
         self._nl.close()
@@ -131,7 +130,7 @@ class Conntrack:
         Returns how many entries were deleted.
         """
         wanted = set(addrs)
-        if self.dry_run or not wanted:
+        if not wanted:
             return 0
         deleted = 0
         for entry in self._dump([addr.packed for addr in wanted]):
@@ -139,33 +138,3 @@ class Conntrack:
                 deleted += 1
         return deleted
 
-
-class PurgeInBackground:
-    """``Conntrack.purge(addrs)`` run in a thread, started as early as possible.
-
-    The kernel walks its whole connection table for the dump (about 10 ms on
-    a large machine), inside the system call: the calling thread meanwhile
-    goes on with its imports and read-only preparations. ``result()`` waits
-    for the purge and returns its count or raises its error.
-    """
-
-    def __init__(self, conntrack: Conntrack, addrs: tuple[IPAddress, ...]) -> None:
-        import threading
-
-        self.addrs = addrs
-        self._count = 0
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(conntrack,), name="conntrack-purge", daemon=True)
-        self._thread.start()
-
-    def _run(self, conntrack: Conntrack) -> None:
-        try:
-            self._count = conntrack.purge(self.addrs)
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-
-    def result(self) -> int:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._count

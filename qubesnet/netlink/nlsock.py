@@ -23,6 +23,7 @@ NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
+NLM_F_DUMP_INTR = 0x10
 NLM_F_DUMP = 0x300
 NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
@@ -33,6 +34,9 @@ NETLINK_EXT_ACK = 11
 NETLINK_GET_STRICT_CHK = 12
 NLMSGERR_ATTR_MSG = 1
 NLM_F_ACK_TLVS = 0x200
+# A dump the kernel flags as interrupted (its object list changed while it
+# was being dumped) is asked for again, at most this many times in all.
+DUMP_ATTEMPTS = 8
 
 
 class NetlinkError(OSError):
@@ -89,7 +93,9 @@ class NetlinkSocket:
         """Send ``msg`` and wait for its ACK or, for a dump, for NLMSG_DONE.
 
         Returns the decoded answer messages (``decode`` builds them from raw
-        bytes); raises NetlinkError if the kernel reports an error.
+        bytes); raises NetlinkError if the kernel reports an error. A dump
+        flagged NLM_F_DUMP_INTR (it may have missed or repeated objects that
+        changed meanwhile) is never taken as complete: it is asked for again.
         """
         self._seq += 1
         header = msg["header"]
@@ -100,8 +106,23 @@ class NetlinkSocket:
         header["sequence_number"] = self._seq
         header["pid"] = 0
         msg.encode()
-        self._sock.send(msg.data)
+        data = bytes(msg.data)
+        for attempt in range(DUMP_ATTEMPTS if dump else 1):
+            if attempt:  # the same request under a new sequence number
+                self._seq += 1
+                data = data[:8] + struct.pack("=I", self._seq) + data[12:]
+            self._sock.send(data)
+            answers, interrupted = self._answers(dump, what, decode)
+            if not interrupted:
+                return answers
+        raise NetlinkError(errno.EINTR, what, f"the dump was interrupted by concurrent changes {DUMP_ATTEMPTS} "
+                           "times; try again")
+
+    def _answers(self, dump: bool, what: str, decode: Callable[[bytes], Any] | None) -> tuple[list[Any], bool]:
+        """The answers to the request just sent, and whether the kernel
+        flagged the dump as interrupted."""
         answers: list[Any] = []
+        interrupted = False
         while True:
             data = self._sock.recv(1 << 20)
             offset = 0
@@ -118,9 +139,10 @@ class NetlinkSocket:
                     if code:
                         raise NetlinkError(code, what, _extack_message(chunk[NLMSG_HDR.size :], mflags))
                     if not dump:
-                        return answers
+                        return answers, False
                     continue
+                interrupted = interrupted or (dump and bool(mflags & NLM_F_DUMP_INTR))
                 if kind == NLMSG_DONE:
-                    return answers
+                    return answers, interrupted
                 if decode is not None:
                     answers.append(decode(chunk))

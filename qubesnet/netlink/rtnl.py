@@ -70,10 +70,8 @@ class HostRoute(NamedTuple):
 class Rtnl:
     """The rtnetlink gateway; one socket, closed with ``close()``."""
 
-    def __init__(self, dry_run: bool = False) -> None:
+    def __init__(self) -> None:
         self._nl = NetlinkSocket(socket.NETLINK_ROUTE)
-        # With dry_run, changes are not sent and report "created/removed".
-        self.dry_run = dry_run
 
     def close(self) -> None:
         self._nl.close()
@@ -81,8 +79,6 @@ class Rtnl:
     def _change(self, msg: object, msg_type: int, flags: int, what: str, no_op: tuple[int, ...]) -> bool:
         """Send a change; False when the kernel says it was a no-op (``no_op``
         errnos: the object already there, or already gone)."""
-        if self.dry_run:
-            return True
         try:
             self._nl.request(msg, msg_type, flags, what)
         except NetlinkError as exc:
@@ -129,8 +125,6 @@ class Rtnl:
         netns_fd: int | None = None,
     ) -> None:
         """Change a link; ``netns_fd`` moves it to that network namespace."""
-        if self.dry_run:
-            return
         msg = ifinfmsg()
         msg["index"] = index
         attrs: list[tuple[str, object]] = []
@@ -148,8 +142,6 @@ class Rtnl:
 
     def create_veth(self, name: str, mac: str, peer: str, peer_mac: str, peer_netns_fd: int) -> None:
         """A veth pair: ``name`` here, ``peer`` born in another namespace."""
-        if self.dry_run:
-            return
         # Link kinds need pyroute2's full ifinfmsg (IFLA_LINKINFO and its
         # plugins): loaded here only, on the rare mapped-address path.
         from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg as full_ifinfmsg

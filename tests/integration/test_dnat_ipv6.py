@@ -227,14 +227,14 @@ def test_without_ipv6_virtual_addresses_ip6_is_not_touched(sim: SimNetvm) -> Non
 def test_bad_ipv6_virtual_address_is_an_error_and_changes_nothing(dual: tuple[SimNetvm, Client]) -> None:
     sim, _ = dual
     assert sim.dnat().returncode == 0
-    before = sim.netvm.run(["nft", "-a", "list", "ruleset"]).stdout
+    before = sim.netvm.run(["nft", "-s", "-a", "list", "ruleset"]).stdout
     sim.qubesdb.write("/qubes-netvm-secondary-dns6", "fd09::1; flush ruleset")
 
     result = sim.dnat()
 
     assert result.returncode == 1
     assert result.stderr.strip().startswith("qubes-setup-dnat-to-ns: /qubes-netvm-secondary-dns6: bad address")
-    assert sim.netvm.run(["nft", "-a", "list", "ruleset"]).stdout == before
+    assert sim.netvm.run(["nft", "-s", "-a", "list", "ruleset"]).stdout == before
 
 
 def test_dry_run_shows_both_families(dual: tuple[SimNetvm, Client]) -> None:

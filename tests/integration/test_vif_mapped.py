@@ -6,6 +6,7 @@ concurrent runs do not meet.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -255,3 +256,44 @@ def test_dry_run_shows_the_namespace_plan(mapped: tuple[SimNetvm, Client]) -> No
     assert f"ip link set {client.vif} netns {client.vif}-nat" in result.stdout
     assert "netdev table qubes-nat" in result.stdout
     assert our_namespaces(sim, client) == before_ns
+
+
+def _drops_of_revealing_icmp(client: Client) -> int:
+    """Packets counted by the from-netvm rule that drops the ICMP errors
+    other than destination-unreachable (read with nft -j, as the oracle)."""
+    listing = json.loads(Netns(f"{client.vif}-nat").run(["nft", "-j", "list", "table", "netdev", "qubes-nat"]).stdout)
+    for item in listing["nftables"]:
+        rule = item.get("rule")
+        if rule and rule["chain"] == "from-netvm" and "time-exceeded" in json.dumps(rule["expr"]):
+            return sum(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    return -1  # no such rule
+
+
+def test_icmp_errors_that_reveal_the_real_address_never_reach_the_client(mapped: tuple[SimNetvm, Client]) -> None:
+    """The netvm's "time exceeded" for a client's packet quotes the packet
+    with its real source address (nftables cannot rewrite the quote): it is
+    dropped in the NAT namespace, counted, and the client sees nothing."""
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(UPSTREAM), "the upstream is reachable at all"
+    before = _drops_of_revealing_icmp(client)
+    assert before >= 0, "the rule dropping revealing ICMP errors is missing"
+    # TTL 1: the netvm, the first router, answers with ICMP time exceeded.
+    out = client.ns.run(["ping", "-n", "-c", "1", "-W", "1", "-t", "1", UPSTREAM], check=False).stdout
+    assert "exceeded" not in out.lower(), out
+    assert _drops_of_revealing_icmp(client) > before, "no time-exceeded was dropped: did the netvm send one?"
+
+
+def test_fragmentation_needed_reaches_the_client(mapped: tuple[SimNetvm, Client]) -> None:
+    """ICMP "fragmentation needed" is let through the translation (path MTU
+    discovery): the netvm's uplink MTU is lowered, a client's 1400-byte
+    ping with DF set is answered by the netvm with that error, and the
+    client gets it. (Its embedded header still names the real source, so
+    the client's kernel does not cache the MTU for the visible one: ping,
+    which reads the error itself, sees it.)"""
+    sim, client = mapped
+    assert sim.vif_route("online", client).returncode == 0
+    assert client.ping(UPSTREAM)
+    sim.netvm.sh("ip link set eth0 mtu 1300")
+    out = client.ns.run(["ping", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", "1400", UPSTREAM], check=False).stdout
+    assert "Frag needed and DF set (mtu = 1300)" in out, out

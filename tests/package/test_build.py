@@ -11,7 +11,6 @@ is tests/package/roundtrip.sh (make package-test).
 from __future__ import annotations
 
 import configparser
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -33,6 +32,9 @@ DROPIN_DIRS = tuple(f"{UNIT_DIR}/{u}.service.d" for u in ("qubes-antispoof", "qu
 UNITS = (f"{UNIT_DIR}/qubes-setup-dnat-to-ns-watch.service", f"{UNIT_DIR}/qubes-vif-reconcile.service",
          f"{UNIT_DIR}/qubes-vif-watch.service", *(f"{d}/50-qubes-vif-reconcile.conf" for d in DROPIN_DIRS))
 DEPENDENCIES = ("python3-pyroute2", "python3-nftables", "python3-jeepney")
+# The Debian package's private module directory, and where its originals go.
+PRIVATE_DIR = f"/usr/share/{PKG}"
+ORIGINALS = f"/usr/lib/{PKG}/originals"
 
 
 def version() -> str:
@@ -82,6 +84,11 @@ def test_deb_depends_on_the_distributions_libraries(built: Path) -> None:
     assert run("dpkg-deb", "-f", str(deb(built)), "Architecture").strip() == "all"
 
 
+def deb_unit_dir() -> str:
+    """Where this release's systemd.pc puts units (Debian 12: /lib/systemd/system)."""
+    return run("pkg-config", "--variable=systemdsystemunitdir", "systemd").strip()
+
+
 def test_deb_installs_what_make_install_does(built: Path) -> None:
     listing = run("dpkg-deb", "-c", str(deb(built)))
     entries = {}
@@ -89,32 +96,86 @@ def test_deb_installs_what_make_install_does(built: Path) -> None:
         fields = line.split(None, 5)
         name = fields[5].removeprefix(".").split(" -> ")[0].rstrip("/")
         entries[name] = (fields[0], fields[5].split(" -> ")[1] if " -> " in fields[5] else None)
-    site = "/usr/lib/python3/dist-packages"
+    # An application's private modules, not a library: nothing in any
+    # site-packages; byte code is py3compile's, at install time.
+    site = PRIVATE_DIR
     assert {n.removeprefix(site + "/") for n in entries if n.startswith(site) and n.endswith(".py")} == source_modules()
+    assert not [n for n in entries if "/python3/dist-packages" in n or "site-packages" in n]
     assert not [n for n in entries if "qubes_netsim" in n or "/tests/" in n or n.endswith(".pyc")]
+    assert not [n for n in entries if n.startswith(ORIGINALS)], "originals/ is made and removed by the scripts"
     for program in PROGRAMS:
         assert entries[f"/usr/lib/{PKG}/{program}"][0] == "-rwxr-xr-x", program
     for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
         mode, target = entries[path]
         assert mode.startswith("l") and target and target.endswith(f"{PKG}/{program}"), path
-    for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *UNITS,
+    units = tuple(name.replace(UNIT_DIR, deb_unit_dir(), 1) for name in UNITS)
+    for name in ("/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *units,
                  "/usr/share/man/man8/vif-route-qubes.8.gz", "/usr/share/man/man8/qubes-setup-dnat-to-ns.8.gz"):
         assert entries[name][0] == "-rw-r--r--", name
 
 
-def test_deb_diverts_the_qubes_paths_and_gives_them_back(built: Path, tmp_path: Path) -> None:
+def control_files(built: Path, tmp_path: Path) -> dict[str, str]:
     run("dpkg-deb", "-e", str(deb(built)), str(tmp_path / "control"))
-    preinst = (tmp_path / "control" / "preinst").read_text()
-    postrm = (tmp_path / "control" / "postrm").read_text()
+    return {p.name: p.read_text() for p in (tmp_path / "control").iterdir()}
+
+
+def test_deb_diverts_the_qubes_paths_where_nothing_runs_them(built: Path, tmp_path: Path) -> None:
+    scripts = control_files(built, tmp_path)
+    preinst, postrm = scripts["preinst"], scripts["postrm"]
     for path in QUBES_PATHS:
-        assert re.search(rf"^\s+divert {re.escape(path)}$", preinst, flags=re.MULTILINE), path
-        assert re.search(rf"^\s+undivert {re.escape(path)}$", postrm, flags=re.MULTILINE), path
-    assert f"--package {PKG} --add --rename" in preinst
-    assert f"--package {PKG} --remove --rename" in postrm
-    assert not (tmp_path / "control" / "conffiles").exists(), "nothing of ours is a conffile"
+        for name in ("divert", "migrate_from_next_to_the_path"):
+            assert re.search(rf"^\s+{name} {re.escape(path)}$", preinst, flags=re.MULTILINE), (name, path)
+        for name in ("undivert", "migrate_back_next_to_the_path"):
+            assert re.search(rf"^\s+{name} {re.escape(path)}$", postrm, flags=re.MULTILINE), (name, path)
+    for script in (preinst, postrm):
+        assert f"ORIGINALS={ORIGINALS}\n" in script
+        assert '--divert "$ORIGINALS/${1##*/}" "$1"' in script
+        assert ".qubes-orig\" --add" not in script and "--rename --divert \"$1.qubes-orig" not in script
+    assert '--package "$PKG" --add --rename' in preinst
+    assert '--package "$PKG" --remove --rename' in postrm
+    assert "dpkg --compare-versions \"$2\" lt 0.2.0~" in preinst
+    assert "conffiles" not in scripts, "nothing of ours is a conffile"
+
+
+def test_deb_byte_compiles_its_private_directory(built: Path, tmp_path: Path) -> None:
+    scripts = control_files(built, tmp_path)
+    assert f"py3compile -p {PKG} {PRIVATE_DIR}" in scripts["postinst"]
+    assert f"py3clean -p {PKG}" in scripts["prerm"]
+
+
+def test_deb_enables_the_watch_and_reconcile_units_only(built: Path, tmp_path: Path) -> None:
+    postinst = control_files(built, tmp_path)["postinst"]
+    # dh_installsystemd's blocks: an enable on first install, or only when the
+    # administrator had enabled the unit (debian-installed; --no-enable).
+    enabled: set[str] = set()
+    if_enabled_before: set[str] = set()
+    for block in postinst.split("# Automatically added by dh_installsystemd")[1:]:
+        units = set(re.findall(r"deb-systemd-helper enable '([^']+)'", block))
+        (if_enabled_before if "debian-installed" in block else enabled).update(units)
+    assert enabled == {"qubes-vif-watch.service", "qubes-vif-reconcile.service"}
+    assert if_enabled_before == {"qubes-setup-dnat-to-ns-watch.service"}
+    started = set(re.findall(r"deb-systemd-invoke \$_dh_action '([^']+)'", postinst))
+    assert started == {"qubes-vif-watch.service"}
+
+
+def test_units_do_nothing_outside_a_netvm() -> None:
+    for unit in ("qubes-vif-watch.service", "qubes-vif-reconcile.service", "qubes-setup-dnat-to-ns-watch.service"):
+        text = (REPO / "systemd" / unit).read_text()
+        assert "\nConditionPathExists=/run/qubes-service/qubes-network\n" in text, unit
+        assert "\n[Install]\nWantedBy=multi-user.target\n" in text, unit
 
 
 # --- the RPM -------------------------------------------------------------------
+# What the RPM holds, read back from it. Its scriptlets are run by rpm itself
+# over stand-in Qubes packages in a scratch root: tests/package/rpm_roundtrip.sh
+# (make rpm-test).
+
+RPM_PRIVATE_DIR = f"/usr/share/{PKG}"
+RPM_UNIT_DIR = "/usr/lib/systemd/system"
+RPM_DROPIN_DIRS = tuple(f"{RPM_UNIT_DIR}/{u}.service.d" for u in ("qubes-antispoof", "qubes-iptables", "nftables"))
+RPM_UNITS = (f"{RPM_UNIT_DIR}/qubes-setup-dnat-to-ns-watch.service", f"{RPM_UNIT_DIR}/qubes-vif-reconcile.service",
+             f"{RPM_UNIT_DIR}/qubes-vif-watch.service", *(f"{d}/50-qubes-vif-reconcile.conf" for d in RPM_DROPIN_DIRS))
+RPM_PRESET = f"/usr/lib/systemd/system-preset/75-{PKG}.preset"
 
 
 def rpm(built: Path) -> Path:
@@ -123,16 +184,20 @@ def rpm(built: Path) -> Path:
 
 def test_rpm_file_list(built: Path) -> None:
     files = set(run("rpm", "-qlp", str(rpm(built))).split())
-    site = next(f for f in files if f.endswith("/site-packages/qubesnet")).removesuffix("/qubesnet")
-    assert re.fullmatch(r"/usr/lib/python3\.\d+/site-packages", site)
-    assert {f.removeprefix(site + "/") for f in files if f.startswith(site) and f.endswith(".py")} == source_modules()
-    for module in source_modules():  # byte code compiled at build time, as Fedora ships it
+    private = RPM_PRIVATE_DIR + "/"
+    assert {f.removeprefix(private) for f in files if f.startswith(private) and f.endswith(".py")} == source_modules()
+    for module in source_modules():  # %py_byte_compile: optimisation levels 0 and 1, as Fedora ships them
         pkg, _, name = module.rpartition("/")
-        assert any(f.startswith(f"{site}/{pkg}/__pycache__/{name[:-3]}.cpython-") for f in files), module
-    others = {f for f in files if not f.startswith(site)}
+        for level in ("", ".opt-1"):
+            pattern = rf"{re.escape(private + pkg)}/__pycache__/{name[:-3]}\.cpython-\d+{re.escape(level)}\.pyc"
+            assert any(re.fullmatch(pattern, f) for f in files), (module, level)
+    assert not [f for f in files if "-packages" in f], "an application's modules, not a library's"
+    licenses = {f for f in files if f.startswith("/usr/share/licenses/")}
+    assert {f.rpartition("/")[2] for f in licenses} >= {"COPYING"}
+    others = {f for f in files if not f.startswith((RPM_PRIVATE_DIR, "/usr/share/licenses/"))}
     assert others == {
-        f"/usr/lib/{PKG}", *(f"/usr/lib/{PKG}/{p}" for p in PROGRAMS),
-        "/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *UNITS, *DROPIN_DIRS,
+        f"/usr/lib/{PKG}", f"/usr/lib/{PKG}/originals", *(f"/usr/lib/{PKG}/{p}" for p in PROGRAMS),
+        "/usr/lib/udev/rules.d/90-qubes-vif-route.rules", *RPM_UNITS, *RPM_DROPIN_DIRS, RPM_PRESET,
         "/usr/share/man/man8/vif-route-qubes.8", "/usr/share/man/man8/qubes-setup-dnat-to-ns.8",
     }
     assert not set(QUBES_PATHS) & files, "the Qubes paths belong to the Qubes packages"
@@ -140,69 +205,22 @@ def test_rpm_file_list(built: Path) -> None:
 
 def test_rpm_requires_the_distributions_libraries(built: Path) -> None:
     requires = set(run("rpm", "-qp", "--requires", str(rpm(built))).splitlines())
-    assert {"python3-pyroute2 >= 0.7.2", "python3-nftables", "python3-jeepney", "python3 >= 3.11"} <= requires
+    assert {"python3-pyroute2 >= 0.7.2", "python3-nftables", "python3-jeepney"} <= requires
+    # The byte code is the interpreter's: private modules get no automatic python(abi).
+    assert [r for r in requires if re.fullmatch(r"python\(abi\) = 3\.\d+", r)], requires
 
 
-def scriptlets(built: Path, root: Path) -> dict[str, str]:
-    """The RPM's scriptlets by name, with every absolute path moved under root."""
+def test_rpm_preset_enables_the_watch_and_reconcile_units() -> None:
+    """As the Debian package does (dh_installsystemd); the round trip checks that rpm enables them."""
+    preset = (REPO / "rpm" / RPM_PRESET.rpartition("/")[2]).read_text()
+    lines = [line for line in preset.splitlines() if line and not line.startswith("#")]
+    assert lines == ["enable qubes-vif-watch.service", "enable qubes-vif-reconcile.service"]
+
+
+def test_rpm_scriptlets_move_originals_where_nothing_runs_them(built: Path) -> None:
     text = run("rpm", "-qp", "--scripts", "--triggers", str(rpm(built)))
-    parts = re.split(r"^(\w+) scriptlet \(using /bin/sh\)(?: -- .*)?:?$", text, flags=re.MULTILINE)
-    scripts = dict(zip(parts[1::2], parts[2::2], strict=True))
-    for prefix in ("/etc/", "/usr/lib/"):
-        scripts = {k: v.replace(prefix, f"{root}{prefix}") for k, v in scripts.items()}
-    return scripts
-
-
-def test_rpm_scriptlets_take_over_and_give_back(built: Path, tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    scripts = scriptlets(built, root)
-    assert {"posttrans", "postuninstall", "triggerin", "triggerpostun"} <= set(scripts)
-
-    def sh(name: str, *args: str) -> None:
-        run("sh", "-ec", scripts[name], name, *args)
-
-    def original(path: str, text: str) -> None:
-        full = Path(f"{root}{path}")
-        if full.is_symlink():
-            full.unlink()  # rpm replaces what it finds at a path it owns
-        full.parent.mkdir(parents=True, exist_ok=True)
-        full.write_text(text)
-
-    for program in PROGRAMS:
-        original(f"/usr/lib/{PKG}/{program}", f"ours {program}")
-    for path in QUBES_PATHS:
-        original(path, f"qubes 1 {path}")
-
-    sh("posttrans")  # ours installed
-    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
-        assert Path(f"{root}{path}").read_text() == f"ours {program}"
-        assert Path(f"{root}{path}.qubes-orig").read_text() == f"qubes 1 {path}"
-    sh("posttrans")  # an upgrade of ours: nothing moves twice
-    assert Path(f"{root}{QUBES_PATHS[0]}.qubes-orig").read_text() == f"qubes 1 {QUBES_PATHS[0]}"
-
-    for path in QUBES_PATHS:  # an upgrade of theirs writes its files...
-        original(path, f"qubes 2 {path}")
-    sh("triggerin", "1", "2")  # ...and the trigger puts ours back
-    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
-        assert Path(f"{root}{path}").read_text() == f"ours {program}"
-        assert Path(f"{root}{path}.qubes-orig").read_text() == f"qubes 2 {path}"
-
-    for path in QUBES_PATHS:  # theirs erased: rpm removes what is at its paths...
-        Path(f"{root}{path}").unlink()
-    sh("triggerpostun", "1", "0")  # ...the trigger drops their leftover and relinks ours
-    for path, program in zip(QUBES_PATHS, PROGRAMS, strict=True):
-        assert Path(f"{root}{path}").read_text() == f"ours {program}"
-        assert not Path(f"{root}{path}.qubes-orig").exists()
-    for path in QUBES_PATHS:  # and installed again
-        original(path, f"qubes 2 {path}")
-    sh("triggerin", "1", "1")
-
-    sh("postuninstall", "1")  # an upgrade's erase of the old version of ours
-    assert Path(f"{root}{QUBES_PATHS[0]}").is_symlink()
-    for program in PROGRAMS:
-        os.unlink(f"{root}/usr/lib/{PKG}/{program}")
-    sh("postuninstall", "0")  # the last version of ours erased
-    for path in QUBES_PATHS:
-        full = Path(f"{root}{path}")
-        assert not full.is_symlink() and full.read_text() == f"qubes 2 {path}"
-        assert not Path(f"{full}.qubes-orig").exists()
+    headers = set(re.findall(r"^(\w+) scriptlet \(using /bin/sh\)", text, flags=re.MULTILINE))
+    assert {"posttrans", "preuninstall", "triggerin", "triggerun"} <= headers
+    assert f"orig=/usr/lib/{PKG}/originals/" in text
+    # .qubes-orig (0.1.0's place, next to the live name) is only ever a source.
+    assert not re.search(r"mv -f \S+ \S*qubes-orig", text)

@@ -301,3 +301,48 @@ def test_a_vanished_vif_cannot_be_mapped() -> None:
 
     with pytest.raises(ConfigError, match=r"vif12\.0 does not exist"):
         plan_namespace(mapped_state(), NO_NS)
+
+
+# --- reconcile, a changed gateway, an orphan's downstream ---
+
+
+def test_reconcile_runs_hooks_and_purges_only_for_a_vif_never_configured() -> None:
+    from vif_route_qubes.diff import for_reconcile
+
+    state = describe(inputs(), ENV)
+    new = fresh(state)
+    kept = for_reconcile(plan_online(state, new, "x"), state, new)
+    assert position(kept.steps, RunHooks) and position(kept.steps, PurgeConntrack)
+    assert not position(kept.steps, ReportConnected), "libxl saw it connected already"
+    drifted = configured(state, elements=frozenset())
+    plan = for_reconcile(plan_online(state, drifted, "x"), state, drifted)
+    assert kinds(plan.steps) == ["NftChange"], "a running client keeps its connections; hooks ran at its online"
+    half = fresh(state, elements=frozenset(state.elements[:1]))  # down, but an element of ours is there
+    assert not position(for_reconcile(plan_online(state, half, "x"), state, half).steps, PurgeConntrack)
+
+
+def test_what_a_changed_gateway_leaves_is_removed_before_the_report() -> None:
+    from vif_route_qubes.describe import subtract
+    from vif_route_qubes.diff import with_stale
+
+    old = describe(inputs(), ENV)
+    new = describe(inputs(gateway=IPv4Address("10.137.0.254")), ENV)
+    stale = subtract(old, new)
+    plan = with_stale(plan_online(new, configured(old), "x"), stale, configured(stale))
+    assert kinds(plan.steps)[-2:] == ["AddressChange", "ReportConnected"]
+    assert [(s.present, str(s.addr)) for s in plan.steps if isinstance(s, AddressChange)] == [
+        (True, "10.137.0.254"), (False, "10.137.0.1")]
+
+
+def test_an_orphans_downstream_goes_unless_routed_elsewhere() -> None:
+    from vif_route_qubes.describe import restricted_to_downstream
+    from vif_route_qubes.diff import plan_orphan_downstream
+
+    state = restricted_to_downstream(describe(inputs(), ENV))
+    assert {e.kind for e in state.elements} == {"downstream"} and not state.routes and not state.sysctls
+    obs = configured(state, link=None)
+    (nft,) = plan_orphan_downstream(state, obs).steps
+    assert isinstance(nft, NftChange)
+    assert nft_elements(nft, "delete") == {
+        ("downstream", str(V4)), ("downstream", str(V6))}
+    assert plan_orphan_downstream(state, obs._replace(routed_elsewhere=frozenset({V4, V6}))).steps == ()

@@ -13,6 +13,7 @@ from pytest_mock import MockerFixture
 from qubes_netsim.dbus import dns_value
 from qubesnet.errors import ConfigError
 from setup_dnat_to_ns import derive as derive_module
+from setup_dnat_to_ns.chain import Translation
 from setup_dnat_to_ns.derive import derive
 
 V4 = {"/qubes-netvm-primary-dns": b"10.139.1.1", "/qubes-netvm-secondary-dns": b"10.139.1.2"}
@@ -36,10 +37,10 @@ def run(tmp_path: Path, mocker: MockerFixture, entries: dict[str, bytes], resolv
     return derive(FakeQubesDB(entries), str(path), 1.0)  # type: ignore[arg-type]
 
 
-def pairs(mapping: list[object] | None) -> list[tuple[str, str | None]] | None:
+def pairs(mapping: list[Translation] | None) -> list[tuple[str, str | None]] | None:
     if mapping is None:
         return None
-    return [(str(m.virtual), str(m.upstream.addr) if m.upstream else None) for m in mapping]  # type: ignore[attr-defined]
+    return [(str(m.virtual), str(m.upstream.addr) if m.upstream else None) for m in mapping]
 
 
 def test_dual_stack_resolv_conf(tmp_path: Path, mocker: MockerFixture) -> None:
@@ -89,4 +90,5 @@ def test_bad_ipv6_virtual_address_is_a_config_error(tmp_path: Path, mocker: Mock
 def test_duplicate_virtual_addresses_count_once(tmp_path: Path, mocker: MockerFixture) -> None:
     entries = V4 | {"/qubes-netvm-primary-dns6": b"fd09::1", "/qubes-netvm-secondary-dns6": b"fd09:0::1"}
     got = run(tmp_path, mocker, entries, "nameserver 2001:db8::1\n")
+    assert got.mapping6 is not None
     assert [m.virtual for m in got.mapping6] == [ip_address("fd09::1")]

@@ -184,9 +184,9 @@ EXPECTED = {
     "usr/lib/systemd/system/qubes-antispoof.service.d/50-qubes-vif-reconcile.conf": 0o644,
     "usr/lib/systemd/system/qubes-iptables.service.d/50-qubes-vif-reconcile.conf": 0o644,
     "usr/lib/systemd/system/nftables.service.d/50-qubes-vif-reconcile.conf": 0o644,
-    "usr/lib/python3/dist-packages/vif_route_qubes/cli.py": 0o644,
-    "usr/lib/python3/dist-packages/setup_dnat_to_ns/cli.py": 0o644,
-    "usr/lib/python3/dist-packages/qubesnet/netlink/rtnl.py": 0o644,
+    "usr/share/qubes-netvm-hotplug/vif_route_qubes/cli.py": 0o644,
+    "usr/share/qubes-netvm-hotplug/setup_dnat_to_ns/cli.py": 0o644,
+    "usr/share/qubes-netvm-hotplug/qubesnet/netlink/rtnl.py": 0o644,
     "usr/share/man/man8/vif-route-qubes.8": 0o644,
     "usr/share/man/man8/qubes-setup-dnat-to-ns.8": 0o644,
 }
@@ -216,14 +216,16 @@ def test_make_install_and_uninstall(tmp_path: object) -> None:
         full = os.path.join(dest, path)
         assert os.path.islink(full) and not os.path.isabs(os.readlink(full)), path
         assert os.path.realpath(full) == os.path.join(dest, "usr/lib/qubes-netvm-hotplug", os.path.basename(path))
-    assert not os.path.exists(os.path.join(dest, "usr/lib/python3/dist-packages/qubes_netsim")), "no simulator"
+    assert not os.path.exists(os.path.join(dest, "usr/share/qubes-netvm-hotplug/qubes_netsim")), "no simulator"
+    assert not os.path.exists(os.path.join(dest, "usr/lib/python3")), "no module of ours in site-packages"
     with open(os.path.join(dest, "etc/xen/scripts/vif-route-qubes")) as handle:
         script = handle.read()
     assert script.startswith("#!/usr/bin/python3 -IS\n")
-    assert 'sys.path.append("/usr/lib/python3/dist-packages")' in script
+    # The modules in the package's private directory, then the distribution's libraries.
+    assert 'sys.path += ["/usr/share/qubes-netvm-hotplug", *"/usr/lib/python3/dist-packages".split()]' in script
 
     # The installed entry points run with the system interpreter.
-    site = os.path.join(dest, "usr/lib/python3/dist-packages")
+    site = os.path.join(dest, "usr/share/qubes-netvm-hotplug")
     for script in ("etc/xen/scripts/vif-route-qubes", "usr/lib/qubes/qubes-setup-dnat-to-ns"):
         result = subprocess.run(["/usr/bin/python3", os.path.join(dest, script), "--help"],
                                 env=dict(os.environ, PYTHONPATH=site), check=False, capture_output=True, text=True,

@@ -2,7 +2,9 @@
 
 Each test states one property in its docstring and checks it for generated
 values: hostile text and bytes for the parsers, generated valid inputs and
-kernel states for the planners (a small model of the kernel), generated mappings and upstream lists for the
+kernel states for the planners (a small model of the kernel, read by the real
+kernel reader, observe.py, through gateways that answer as netlink and
+libnftables would), generated mappings and upstream lists for the
 JSON builders and the DNS pairing. Everything is pure: no process, no
 kernel, no socket, no file (the example database is off).
 """
@@ -15,7 +17,7 @@ import re
 import string
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -26,6 +28,8 @@ from qubesnet.errors import ApplyError, ConfigError
 from qubesnet.layout import CHAINS as ANTISPOOF_CHAINS
 from qubesnet.layout import SETS as ANTISPOOF_SETS
 from qubesnet.layout import build_antispoof
+from qubesnet.netlink.rtnl import HostRoute
+from qubesnet.netlink.rtnl import Link as RtLink
 from qubesnet.validate import (
     VIF_RE,
     AddressList,
@@ -43,18 +47,23 @@ from setup_dnat_to_ns.chain import build_refusals, build_replace, build_rules, p
 from setup_dnat_to_ns.upstreams import Upstream, parse_resolv_conf, parse_resolved_dns, usable
 from vif_route_qubes.describe import describe
 from vif_route_qubes.diff import plan_namespace, plan_offline, plan_online
+from vif_route_qubes.gateways import Gateways
 from vif_route_qubes.inputs import VifInputs
 from vif_route_qubes.mapped import MappedAddress, build_nat_table
 from vif_route_qubes.mapped_names import namespace_name, peer_name
-from vif_route_qubes.nftplan import build_elements, build_flowtable
+from vif_route_qubes.nftplan import build_elements, build_flowtable, build_flowtable_probe
+from vif_route_qubes.observe import (
+    find_link,
+    read_allowed_addresses,
+    read_environment,
+    read_namespace,
+    read_observed,
+)
 from vif_route_qubes.state import (
-    BaseObjects,
     Element,
     Environment,
-    FlowFacts,
     Link,
     NamespaceFacts,
-    Neighbour,
     Observed,
     VifState,
 )
@@ -814,6 +823,10 @@ class Kernel:
         self.addresses: set[tuple[int, IPAddress, int]] = set()
         self.reported: list[str] = []
         self.purged: list[tuple[IPAddress, ...]] = []
+        self.ipv6 = False  # /proc/sys/net/ipv6 exists
+        # a mapped vif's namespaces: name -> the links inside, and its netdev table as listed
+        self.namespaces: dict[str, tuple[set[str], tuple[dict[str, Any], ...] | None]] = {}
+        self.flow_supported = False  # the kernel has flowtables (CONFIG_NF_FLOW_TABLE)
 
     def state(self) -> tuple[Any, ...]:
         return (frozenset(self.nft), dict(self.links), dict(self.sysctls), frozenset(self.routes),
@@ -934,8 +947,52 @@ class Kernel:
             self.reported.append(step.xenbus_path)
         elif isinstance(step, PurgeConntrack):
             self.purged.append(step.addrs)
+        elif isinstance(step, (RemoveNamespace, CreateNamespace, MoveIntoNamespace, CreateVeth, ConfigureNamespace)):
+            self.apply_namespace(step)
         else:
             assert isinstance(step, RunHooks), step  # nothing modelled
+
+    def index_of(self, name: str) -> int | None:
+        return next((i for i, (n, _, _) in self.links.items() if n == name), None)
+
+    def new_link(self, name: str) -> int:
+        assert self.index_of(name) is None, f"EEXIST: {name}"
+        index = max(self.links, default=1) + 1
+        self.links[index] = (name, False, 0)
+        return index
+
+    def apply_namespace(self, step: Step) -> None:
+        """A mapped vif's namespace steps, as nsgateway.Namespaces makes them."""
+        if isinstance(step, RemoveNamespace):
+            if step.ns not in self.namespaces:
+                return
+            inside, _ = self.namespaces.pop(step.ns)
+            if step.peer in inside:  # a veth goes with both ends
+                veth = self.index_of(step.ifname)
+                assert veth is not None, f"a veth without its netvm end: {step}"
+                self.vanish(veth)
+            if step.ifname in inside:  # the real vif back, down, under libxl's name
+                self.new_link(step.restore_name)
+        elif isinstance(step, CreateNamespace):
+            assert step.ns not in self.namespaces, f"EEXIST: {step}"
+            self.namespaces[step.ns] = (set(), None)
+        elif isinstance(step, MoveIntoNamespace):
+            index = self.index_of(step.old_name)
+            if index is None:
+                raise ApplyError(f"interface {step.old_name} does not exist")  # as the handler says
+            inside, _ = self.namespaces[step.ns]
+            assert step.ifname not in inside, f"EEXIST inside: {step}"
+            self.links.pop(index)
+            inside.add(step.ifname)
+        elif isinstance(step, CreateVeth):
+            inside, _ = self.namespaces[step.ns]
+            assert step.peer not in inside, f"EEXIST inside: {step}"
+            self.new_link(step.ifname)
+            inside.add(step.peer)
+        elif isinstance(step, ConfigureNamespace):
+            inside, _ = self.namespaces[step.ns]
+            assert {step.ifname, step.peer} <= inside, f"configuring a namespace without its links: {step}"
+            self.namespaces[step.ns] = (inside, listed_table(step.rules))
 
     def run(self, plan: Plan, state: VifState) -> None:
         for step in plan.steps:
@@ -951,98 +1008,182 @@ class Kernel:
         self.nft = {o for o in self.nft if not (o[0] == "flowdev" and o[4] == name)}
 
 
-# --- reading the model as observe.py reads the kernel ------------------------
-
-
-def model_link(k: Kernel, inp: VifInputs) -> Link | None:
-    """find_link: the libxl name, or the renamed one when it is in the vif group."""
-    for index, (name, up, group) in k.links.items():
-        if name == inp.vif.name:
-            return Link(index, name, up, group)
-    for index, (name, up, group) in k.links.items():
-        if name == inp.ifname != inp.vif.name and group == VIF_GROUP:
-            return Link(index, name, up, group)
-    return None
-
-
-def model_environment(k: Kernel, inp: VifInputs, ipv6_kernel: bool, ipv6_on_vif: bool) -> Environment:
-    link = model_link(k, inp)
-    return Environment(link, ipv6_kernel, ipv6_on_vif and link is not None)
+# --- the model seen through the gateways: what observe.py reads -------------
+#
+# The property tests never read the model themselves: they run the real
+# kernel reader (vif_route_qubes.observe) over these gateways, which answer
+# each read as the kernel's netlink and libnftables would answer it for the
+# modelled objects. So the reader cannot drift from the code it stands for.
 
 
 def conf_key(key: str, ifname: str, where: str) -> str:
     return key.replace(f"/conf/{ifname}/", f"/conf/{where}/", 1)
 
 
-def model_observed(k: Kernel, state: VifState, env: Environment, flow_supported: bool) -> Observed:
-    link = env.link
-    families = FAMILIES if env.ipv6_kernel else FAMILIES[:1]
-    base = {f: BaseObjects(("table", f, QUBES_TABLE) in k.nft,
-                           frozenset(o[3] for o in k.nft if o[0] == "set" and o[1:3] == (f, QUBES_TABLE)),
-                           frozenset(o[3] for o in k.nft if o[0] == "chain" and o[1:3] == (f, QUBES_TABLE)))
-            for f in families}
-    no_base = BaseObjects(False, frozenset(), frozenset())
-    elements = frozenset(e for e in state.elements
-                         if element_object(e) in k.nft and e.kind in base.get(element_object(e)[1], no_base).sets)
-    routes, elsewhere = set(), set()
-    wanted_routes = {r.dst: r for r in state.routes}
-    for addr in state.client_addresses:
-        for dst, metric, oif in k.routes:
-            if dst != addr:
-                continue
-            if link is not None and oif == link.ifindex:
-                if addr in wanted_routes and metric == wanted_routes[addr].metric:
-                    routes.add(wanted_routes[addr])
-            else:
-                elsewhere.add(addr)
-    neighbours: set[Neighbour] = set()
-    addresses: set[Any] = set()
-    if link is not None:
-        wanted = {n.addr for n in state.neighbours}
-        neighbours = {Neighbour(a, mac) for (i, a), mac in k.neighbours.items() if i == link.ifindex and a in wanted}
-        addresses = {a for a in state.addresses if (link.ifindex, a.addr, a.prefixlen) in k.addresses}
-    flow_table = ("table", "inet", "qubes-flowtable") in k.nft
-    member = link is not None and any(o[0] == "flowdev" and o[4] in (link.name, state.ifname) for o in k.nft)
-    return Observed(
-        link=link,
-        sysctls={s.key: k.sysctls.get(conf_key(s.key, state.ifname, link.name)) if link else None
-                 for s in state.sysctls},
-        defaults={s.key: k.sysctls.get(conf_key(s.key, state.ifname, "default")) for s in state.sysctls},
-        elements=elements,
-        routes=frozenset(routes),
-        neighbours=frozenset(neighbours),
-        addresses=frozenset(addresses),
-        routed_elsewhere=frozenset(elsewhere),
-        base=base,
-        flow=FlowFacts(supported=flow_table or flow_supported, table=flow_table, member=member),
-    )
+class ModelRtnl:
+    """Rtnl's reads over the model (every modelled route is a main-table host route)."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+
+    def get_link(self, name: str) -> RtLink | None:
+        found = [RtLink(i, n, up, group) for i, (n, up, group) in self.k.links.items() if n == name]
+        assert len(found) <= 1, f"two interfaces called {name}"
+        return found[0] if found else None
+
+    def host_routes_on(self, index: int) -> list[tuple[IPAddress, int]]:
+        return [(dst, metric) for dst, metric, oif in sorted(self.k.routes, key=str) if oif == index]
+
+    def host_routes_to(self, dst: IPAddress) -> list[HostRoute]:
+        return [HostRoute(oif, metric) for d, metric, oif in sorted(self.k.routes, key=str) if d == dst]
+
+    def list_permanent_neighbours(self, index: int) -> list[tuple[IPAddress, str | None]]:
+        return [(a, mac) for (i, a), mac in self.k.neighbours.items() if i == index]
+
+    def list_addresses(self, index: int) -> list[tuple[IPAddress, int]]:
+        return [(a, p) for i, a, p in sorted(self.k.addresses, key=str) if i == index]
+
+
+class ModelNft:
+    """Nft's reads over the model, answering as libnftables' JSON listings do."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+
+    def query(self, command: dict[str, Any], *, terse: bool = False) -> list[dict[str, Any]] | None:
+        ((what, body),) = command["list"].items()
+        nft = sorted(self.k.nft, key=str)
+        if what in ("chains", "sets"):
+            kind = what[:-1]
+            return [{kind: {"family": o[1], "table": o[2], "name": o[3]}} for o in nft if o[0] == kind]
+        if what == "tables":
+            return [{"table": {"family": o[1], "name": o[2]}} for o in nft if o[0] == "table"]
+        if what == "set":
+            where = (body["family"], body["table"], body["name"])
+            if ("set", *where) not in self.k.nft:
+                return None
+            # elements as libnftables lists them: an address, or {"concat": [ifname, address]}
+            elems = [o[4] for o in nft if o[0] == "elem" and o[1:4] == where]
+            listed = [{"concat": [e[0], str(e[1])]} if isinstance(e, tuple) else str(e) for e in elems]
+            set_: dict[str, Any] = {"family": where[0], "table": where[1], "name": where[2]}
+            return [{"set": set_ | ({"elem": listed} if listed else {})}]
+        if what == "flowtable":
+            where = (body["family"], body["table"], body["name"])
+            if ("flowtable", *where) not in self.k.nft:
+                return None  # libnftables: "No such file or directory"
+            devs = [o[4] for o in nft if o[0] == "flowdev" and o[1:4] == where]
+            listing: dict[str, Any] = {"family": where[0], "table": where[1], "name": where[2]}
+            if devs:  # one device is listed as a string, several as a list (libnftables-json(5))
+                listing["dev"] = devs[0] if len(devs) == 1 else devs
+            return [{"flowtable": listing}]
+        raise AssertionError(f"a query the model does not answer: {command}")
+
+    def has_element(self, family: str, table: str, set_name: str, addr: IPAddress, ifname: str | None = None) -> bool:
+        assert ("set", family, table, set_name) in self.k.nft, f"lookup in a set that does not exist: {set_name}"
+        value: Any = (ifname, addr) if set_name == SET_ALLOWED else addr
+        assert (ifname is not None) == (set_name == SET_ALLOWED), (set_name, ifname)
+        return ("elem", family, table, set_name, value) in self.k.nft
+
+    def accepts(self, commands: list[Any]) -> tuple[bool, str]:
+        assert commands == build_flowtable_probe(), commands
+        return self.k.flow_supported, "" if self.k.flow_supported else "Error: Could not process rule"
+
+
+class ModelSysctl:
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+
+    def exists(self, key: str) -> bool:
+        assert key == "net/ipv6", key
+        return self.k.ipv6
+
+    def read(self, key: str) -> str | None:
+        return self.k.sysctls.get(key)
+
+
+class ModelNamespaces:
+    """The namespaces gateway's reads over the model."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+
+    def exists(self, ns: str) -> bool:
+        return ns in self.k.namespaces
+
+    def links_inside(self, ns: str, names: tuple[str, ...]) -> dict[str, bool]:
+        inside, _ = self.k.namespaces[ns]
+        return {name: name in inside for name in names}
+
+    def table_inside(self, ns: str) -> tuple[dict[str, Any], ...] | None:
+        return self.k.namespaces[ns][1]
+
+
+def listed_table(commands: tuple[Any, ...] | list[Any]) -> tuple[dict[str, Any], ...] | None:
+    """The netdev table that ``commands`` leave, as libnftables lists it (a netdev chain without its device)."""
+    items: list[dict[str, Any]] | None = None
+    for command in commands:
+        ((verb, obj),) = command.items()
+        ((kind, body),) = obj.items()
+        if kind == "table":
+            items = [{"table": dict(body)}] if verb == "add" else None
+        elif verb == "add" and items is not None and kind in ("chain", "rule"):
+            items.append({kind: {k: v for k, v in body.items() if k != "dev"}})
+        else:
+            raise AssertionError(f"not modelled: {command}")
+    return tuple(items) if items is not None else None
+
+
+def model_gateways(k: Kernel) -> Gateways:
+    """The gateways over the model: reads only (the plans are applied by Kernel.apply)."""
+    unused: Any = object()
+    return Gateways(rtnl=cast(Any, ModelRtnl(k)), nft=cast(Any, ModelNft(k)), sysctl=cast(Any, ModelSysctl(k)),
+                    conntrack=unused, hooks=unused, status=unused, namespaces=cast(Any, ModelNamespaces(k)))
 
 
 # --- generated worlds: inputs and a kernel before the event ------------------
 
 
 class World:
+    """A vif's inputs and the modelled kernel; every read of the kernel is the real observe.py's."""
+
     def __init__(self, inp: VifInputs, kernel: Kernel, index: int, ipv6_kernel: bool, ipv6_on_vif: bool,
                  flow_supported: bool) -> None:
         self.inp, self.kernel, self.index = inp, kernel, index
-        self.ipv6_kernel, self.ipv6_on_vif, self.flow_supported = ipv6_kernel, ipv6_on_vif, flow_supported
+        kernel.ipv6, kernel.flow_supported = ipv6_kernel, flow_supported
+        self.gw = model_gateways(kernel)
+        if index in kernel.links:
+            self.set_ipv6_on_vif(ipv6_on_vif)
+
+    @property
+    def ipv6_kernel(self) -> bool:
+        return self.kernel.ipv6
+
+    @property
+    def flow_supported(self) -> bool:
+        return self.kernel.flow_supported
+
+    def set_ipv6_on_vif(self, on: bool) -> None:
+        """disable_ipv6 of the vif (a kernel without IPv6 has no such key)."""
+        if self.kernel.ipv6:
+            name = self.kernel.links[self.index][0]
+            self.kernel.sysctls[f"net/ipv6/conf/{name}/disable_ipv6"] = "0" if on else "1"
 
     def __repr__(self) -> str:
         k = self.kernel
-        return (f"World({self.inp!r}, index={self.index}, ipv6_kernel={self.ipv6_kernel}, "
-                f"ipv6_on_vif={self.ipv6_on_vif}, flow_supported={self.flow_supported}, "
-                f"nft={sorted(map(str, k.nft))}, "
+        return (f"World({self.inp!r}, index={self.index}, ipv6_kernel={k.ipv6}, "
+                f"flow_supported={k.flow_supported}, nft={sorted(map(str, k.nft))}, "
                 f"links={k.links}, sysctls={k.sysctls}, routes={k.routes}, neighbours={k.neighbours}, "
                 f"addresses={k.addresses})")
 
     def environment(self) -> Environment:
-        return model_environment(self.kernel, self.inp, self.ipv6_kernel, self.ipv6_on_vif)
+        return read_environment(self.gw, self.inp)
 
     def describe(self, inp: VifInputs | None = None) -> VifState:
-        return describe(inp or self.inp, self.environment())
+        return describe(inp or self.inp, read_environment(self.gw, inp or self.inp))
 
-    def observe(self, state: VifState) -> Observed:
-        return model_observed(self.kernel, state, self.environment(), self.flow_supported)
+    def observe(self, state: VifState, *, others: bool = False) -> Observed:
+        env = self.environment()
+        return read_observed(self.gw, state, env.link, env, others=others)
 
     def online(self) -> tuple[VifState, Plan]:
         state = self.describe()
@@ -1050,7 +1191,8 @@ class World:
 
     def offline(self, inp: VifInputs | None = None) -> tuple[VifState, Plan]:
         state = self.describe(inp)
-        return state, plan_offline(state, self.observe(state), NO_NAMESPACE)
+        env = read_environment(self.gw, inp or self.inp)
+        return state, plan_offline(state, read_observed(self.gw, state, env.link, env, others=True), NO_NAMESPACE)
 
 
 NO_NAMESPACE = NamespaceFacts(False, False, False, False, False, None)
@@ -1298,8 +1440,10 @@ def test_online_plan_order_and_contents(world: World) -> None:
 @given(vif_inputs(), st.booleans())
 def test_online_without_the_interface_plans_nothing(inp: VifInputs, ipv6: bool) -> None:
     """plan_online refuses (ApplyError) when the interface does not exist."""
-    state = describe(inp, Environment(None, ipv6, False))
-    obs = model_observed(Kernel(), state, Environment(None, ipv6, False), False)
+    world = World(inp, Kernel(), 2, ipv6, False, False)
+    state = world.describe()
+    obs = world.observe(state)
+    assert obs.link is None
     with pytest.raises(ApplyError):
         plan_online(state, obs, inp.xenbus_path)
 
@@ -1423,8 +1567,8 @@ def test_online_then_offline_restores_the_model(world: World, meanwhile: str) ->
     elif meanwhile == "no QubesDB":  # read_inputs(qdb=None): no gateways, flags or mapping
         offline_inp = world.inp._replace(gateway=None, gateway6=None, harden=False, flowtable=False, mapping=None)
     elif meanwhile == "IPv6 switched" and world.ipv6_kernel:
-        world.ipv6_on_vif = not world.ipv6_on_vif
-        switched_off = not world.ipv6_on_vif
+        switched_off = world.environment().ipv6_on_vif
+        world.set_ipv6_on_vif(not switched_off)
         if switched_off:  # disable_ipv6=1: the kernel drops the interface's IPv6 state
             k.routes = {r for r in k.routes if not (r[2] == world.index and r[0].version == 6)}
             k.neighbours = {key: v for key, v in k.neighbours.items() if not (key[0] == world.index
@@ -1433,7 +1577,8 @@ def test_online_then_offline_restores_the_model(world: World, meanwhile: str) ->
     offline_state, offline = world.offline(offline_inp)
     assert offline.command == "offline" and not positions(offline.steps, ReportConnected)
     # kept by design: the downstream element of an address another interface routes
-    kept = {element_object(Element(SET_DOWNSTREAM, a)) for a in world.observe(offline_state).routed_elsewhere}
+    elsewhere = world.observe(offline_state, others=True).routed_elsewhere
+    kept = {element_object(Element(SET_DOWNSTREAM, a)) for a in elsewhere}
     k.run(offline, offline_state)
 
     expected = list(before)
@@ -1468,22 +1613,43 @@ def test_online_then_offline_restores_the_model(world: World, meanwhile: str) ->
 @given(worlds(fresh=True), st.data())
 def test_offline_keeps_downstream_exactly_when_routed_elsewhere(world: World, data: st.DataObject) -> None:
     """Offline removes every ``allowed`` element of the vif, and its ``downstream`` element exactly when
-    no other interface routes the address (a new VM reusing it must stay protected from forgeries)."""
+    another interface routes the address (a new VM reusing it must stay protected from forgeries),
+    also when the interface is already gone (libxl often runs offline after Xen removed it)."""
     k = world.kernel
     state, online = world.online()
     k.run(online, state)
     for addr in state.client_addresses:  # a new VM took the address meanwhile (or an old one still has it)
         if data.draw(st.booleans(), label=f"{addr} routed elsewhere"):
             k.routes.add((addr, 7, world.index - 1))
+    if data.draw(st.booleans(), label="vanished before offline"):
+        k.vanish(world.index)
+    # the oracle: the model's routing table itself, not the reader
+    routed = {d for d, _, i in k.routes if i != world.index and d in state.client_addresses}
     offline_state, offline = world.offline()
-    elsewhere = world.observe(offline_state).routed_elsewhere
-    assert elsewhere == {d for d, _, i in k.routes if i != world.index and d in state.client_addresses}
+    assert world.observe(offline_state, others=True).routed_elsewhere == routed
     k.run(offline, offline_state)
     for e in state.elements:
-        kept = e.kind == SET_DOWNSTREAM and e.addr in elsewhere
+        kept = e.kind == SET_DOWNSTREAM and e.addr in routed
         assert (element_object(e) in k.nft) == kept, e
-    assert len(offline.notes) == len([a for a in state.client_addresses if a in elsewhere])
-    assert all(any(str(a) in n for n in offline.notes) for a in elsewhere)
+    assert len(offline.notes) == len([a for a in state.client_addresses if a in routed])
+    assert all(any(str(a) in n for n in offline.notes) for a in routed)
+
+
+@HEAVY
+@given(worlds(), st.lists(host_addresses, min_size=1, max_size=3))
+def test_offline_without_the_ip_key_finds_exactly_the_vifs_addresses(world: World, others: list[IPAddress]) -> None:
+    """Offline's fallback when XenStore lost the ``ip`` key: the addresses paired with the vif's name in
+    ``allowed`` (read_allowed_addresses), never another VM's, whatever else the sets hold."""
+    k = world.kernel
+    state, online = world.online()
+    k.run(online, state)
+    for addr in others:  # other VMs' pairs
+        family = "ip" if addr.version == 4 else "ip6"
+        if ("set", family, QUBES_TABLE, SET_ALLOWED) in k.nft:
+            k.nft.add(element_object(Element(SET_ALLOWED, addr, f"vif{32700 + len(k.nft)}.0")))
+    found = read_allowed_addresses(world.gw, world.inp.ifname)
+    protected = [e.addr for e in state.elements if e.kind == SET_ALLOWED]
+    assert found.used == tuple(sorted(protected, key=lambda a: a.version)) and found.ignored == ()
 
 
 @HEAVY
@@ -1522,7 +1688,7 @@ def test_offline_plan_order(world: World) -> None:
         assert isinstance(steps[-1], PurgeConntrack) and steps[-1].addrs == state.purge
 
     k = world.kernel
-    elsewhere = world.observe(state).routed_elsewhere
+    elsewhere = world.observe(state, others=True).routed_elsewhere
     k.run(plan, state)
     index = world.index
     assert k.links[index] == (inp.vif.name, False, 0)
@@ -1621,6 +1787,56 @@ def test_plan_namespace_converges(inp: VifInputs, keep_mapping: bool, facts: Nam
     assert isinstance(last, ConfigureNamespace) and last.mapping == inp.mapping and last.rules == spec.rules
     assert inp.mapping is not None
     check_commands(list(last.rules), {inp.ifname, spec.peer}, mapping_addresses(inp.mapping))
+
+
+@HEAVY
+@given(vif_inputs(mapped=True), mappings(), st.data())
+def test_namespace_read_planned_and_applied_converges(inp: VifInputs, other: MappedAddress,
+                                                      data: st.DataObject) -> None:
+    """A mapped vif's namespace in any state the kernel can hold, read by observe.read_namespace through
+    the model's gateways: the facts are the model's, the plan applied to the model puts the vif inside
+    with its veth and the mapping's table, and a second reading plans nothing. Only a vif that is
+    nowhere (neither inside nor in the netvm under libxl's name) may refuse (ConfigError) or fail."""
+    k = Kernel()
+    world = World(inp, k, 2, False, False, False)
+    state = world.describe()
+    spec = state.namespace
+    assert spec is not None and inp.mapping is not None
+    ns, ifname, peer = spec.name, spec.ifname, spec.peer
+    exists = data.draw(st.booleans(), label="namespace exists")
+    real_inside = exists and data.draw(st.booleans(), label="vif inside")
+    peer_inside = exists and data.draw(st.booleans(), label="veth inside")
+    table = data.draw(st.sampled_from(["none", "ours", "another"]), label="table") if exists else "none"
+    if exists:
+        rules = {"none": None, "ours": spec.rules, "another": build_nat_table(other, ifname, peer)}[table]
+        k.namespaces[ns] = ({n for n, inside in ((ifname, real_inside), (peer, peer_inside)) if inside},
+                            listed_table(rules) if rules is not None else None)
+    if peer_inside:  # the veth's netvm end, named as the vif
+        veth = k.new_link(ifname)
+        k.links[veth] = (ifname, *data.draw(st.sampled_from([(False, 0), (True, VIF_GROUP)]), label="veth end"))
+    vif_outside = not real_inside and k.index_of(inp.vif.name) is None and data.draw(st.booleans(),
+                                                                                     label="vif in the netvm")
+    if vif_outside:
+        k.new_link(inp.vif.name)
+
+    facts = read_namespace(world.gw, spec, ns, ifname, peer, inp)
+    matches = table == "ours" or (table == "another" and listed_table(build_nat_table(other, ifname, peer))
+                                  == listed_table(spec.rules))
+    assert facts[:5] == (exists, real_inside, peer_inside, table != "none", matches)
+    somewhere = real_inside or vif_outside
+    try:
+        steps = plan_namespace(state, facts)
+        for step in steps:
+            k.apply(step)
+    except (ConfigError, ApplyError):
+        assert not somewhere, facts
+        return
+    again = read_namespace(world.gw, spec, ns, ifname, peer, inp)
+    assert again[:5] == (True, True, True, True, True)
+    assert plan_namespace(state, again) == []
+    # what online then finds in the netvm: the veth's end, under the vif's name (not yet in the vif group)
+    link = find_link(world.gw, inp, our_veth=True)
+    assert link is not None and link.name == ifname and k.index_of(inp.vif.name) in (None, link.ifindex)
 
 
 @HEAVY

@@ -7,7 +7,6 @@ from ipaddress import IPv4Address, ip_address
 from tests.unit.test_describe import ENV, inputs
 from tests.unit.test_diff import configured, fresh
 from vif_route_qubes.describe import describe
-from vif_route_qubes.diff import plan_online
 from vif_route_qubes.survey import Inventory, VifReport, orphans
 from vif_route_qubes.verdicts import drift_of
 
@@ -60,7 +59,52 @@ def test_a_nat_namespace_counts_only_beside_its_interface() -> None:
 
 def test_drift_in_words() -> None:
     state = describe(inputs(), ENV)
-    assert drift_of(plan_online(state, configured(state), "x").steps) == ()
-    words = drift_of(plan_online(state, fresh(state), "x").steps)
+    assert drift_of(state, configured(state)) == ()
+    words = drift_of(state, fresh(state))
     assert words[:3] == ("sysctl proxy_arp is 0, not 1", "sysctl proxy_ndp is 0, not 1", "missing allowed 10.137.0.12")
     assert "link down" in words and "no route to 10.137.0.12" in words and "no gateway address 10.137.0.1" in words
+
+
+def test_verdict_from_the_hotplug_report_then_the_drift() -> None:
+    from vif_route_qubes.verdicts import verdict_of
+
+    assert verdict_of("error", ("x",)) == "failed"
+    assert verdict_of(None, ()) == verdict_of("connecting", ("x",)) == "pending"
+    assert verdict_of("connected", ()) == "ok"
+    assert verdict_of("connected", ("link down",)) == "drift"
+
+
+def test_what_reconcile_does_with_each_verdict() -> None:
+    from vif_route_qubes.verdicts import reconcile_action
+
+    assert reconcile_action("orphan", None, False, gateways_changed=False) == "remove"
+    assert reconcile_action("drift", "connected", True, gateways_changed=False) == "converge"
+    assert reconcile_action("drift", "connected", False, gateways_changed=False) is None, "inputs unreadable"
+    assert reconcile_action("ok", "connected", True, gateways_changed=False) is None
+    assert reconcile_action("ok", "connected", True, gateways_changed=True) == "converge"
+    assert reconcile_action("pending", None, True, gateways_changed=True) is None
+    assert reconcile_action("failed", "error", True, gateways_changed=True) is None
+
+
+def test_drift_of_every_kind_of_object() -> None:
+    """One phrase per missing object, in the order online would make them."""
+    from tests.unit.test_diff import FULL_BASE, MAP
+    from vif_route_qubes.state import BaseObjects, FlowFacts, Link
+    from vif_route_qubes.steps import ConfigureNamespace, CreateNamespace, Step
+
+    state = describe(inputs(flowtable=True), ENV)
+    partial = {"ip": BaseObjects(True, frozenset({"allowed"}), frozenset({"prerouting", "antispoof"})),
+               "ip6": FULL_BASE["ip6"]}
+    obs = configured(state, link=Link(7, "vif12.0", True, 0), routes=frozenset(state.routes[1:]),
+                     neighbours=frozenset(state.neighbours[1:]), addresses=frozenset(state.addresses[1:]),
+                     elements=frozenset(state.elements[1:]), sysctls={state.sysctls[0].key: "0"},
+                     base=partial, flow=FlowFacts(True, True, False))
+    namespace: list[Step] = [CreateNamespace("vif12.0-nat"), ConfigureNamespace("vif12.0-nat", "vif12.0", "p",
+                                                                               MAP, "m", ())]
+    assert drift_of(state._replace(ifname="vif-work"), obs, namespace) == (
+        "namespace: ip netns add vif12.0-nat", "namespace vif12.0-nat not configured", "named vif12.0, not vif-work",
+        "sysctl proxy_arp is 0, not 1", "sysctl proxy_ndp is None, not 1", "missing set ip qubes downstream",
+        "missing allowed 10.137.0.12", "not in the flowtable", "link in group 0", "no route to 10.137.0.12",
+        "no neighbour entry for 10.137.0.12", "no gateway address 10.137.0.1")
+    assert drift_of(state, configured(state)._replace(flow=FlowFacts(True, True, True))) == ()
+    assert drift_of(state, configured(state, link=Link(7, "vif12.0", False, 2))) == ("link down",)
