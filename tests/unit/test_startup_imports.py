@@ -77,11 +77,11 @@ PYROUTE2 = {"pyroute2", "pyroute2.common", "pyroute2.netlink", "pyroute2.netlink
             "pyroute2.netlink.nfnetlink"}
 QUBESNET = {f"qubesnet{m}" for m in (
     "", ".cliutil", ".constants", ".errors", ".layout", ".leave", ".locks", ".log", ".logsetup", ".syslog", ".nft",
-    ".nftjson", ".qubesdb", ".sysctl", ".validate", ".wire", ".xenstore", ".netlink", ".netlink._pyroute2",
+    ".nftjson", ".qubesdb", ".records", ".sysctl", ".validate", ".wire", ".xenstore", ".netlink", ".netlink._pyroute2",
     ".netlink.ctnl", ".netlink.messages", ".netlink.nftset", ".netlink.nlsock", ".netlink.rtnl")}
 VIF_CORE = {f"vif_route_qubes{m}" for m in (
-    "", ".apply", ".argv", ".cli", ".describe", ".diff", ".event", ".gateways", ".hooks", ".inputs",
-    ".mapped_names", ".nftplan", ".observe", ".state", ".status")}
+    "", ".apply", ".argv", ".cli", ".describe", ".diff", ".event", ".gateways", ".hooks", ".inputs", ".kinds",
+    ".mapped_names", ".nftplan", ".observe", ".orchestrate", ".state", ".status")}
 # Loaded whole today for every plan; to be cut to what the plan holds once
 # the vif core is restructured (issue 17, item 2): then delete this line.
 PENDING_SLIMMING = {"vif_route_qubes.steps", "vif_route_qubes.handlers"}
