@@ -69,7 +69,7 @@ def test_setup_dnat_to_ns_hot_path() -> None:
 STDLIB_ROOTS = (
     "socket", "select", "selectors", "signal", "fcntl", "errno", "zlib", "array", "math",  # stores, locks
     "ipaddress", "typing", "contextlib", "collections.abc", "__future__",
-    "threading",  # the conntrack purge in the background
+    "threading",  # logging imports it
     "importlib.machinery",  # qubesnet.netlink._pyroute2's stand-in package
     "logging",  # pyroute2.netlink imports it in any case; never logging.handlers (see qubesnet.logsetup)
 )
