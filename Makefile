@@ -162,7 +162,9 @@ mutation-sample: venv
 	$(VPY) tools/mutation_sample.py --jobs $(MUTATION_SAMPLE_JOBS) $(MUTATION_SAMPLE_ARGS)
 
 # Figures, not tests: our entry points from a regular (non-editable)
-# install, against bench/reference.sh, in the simulated netvm.
+# install, against the references (bench/reference*.sh, reference-dnat.py)
+# and the floor (the libnftables binding and a context through the same
+# wrapper), wall and CPU time, in the simulated netvm.
 BENCH_VENV ?= .bench-venv
 BENCH_RUNS ?= 15
 bench: venv

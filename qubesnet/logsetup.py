@@ -2,6 +2,14 @@
 
 When ``/var/log/xen`` exists (a real driver domain), messages are appended to
 ``xen-hotplug.log`` too, where the Xen hotplug scripts send their stderr.
+
+Syslog is written by :class:`SyslogHandler` (qubesnet.syslog: a datagram
+to ``/dev/log``) rather than by ``logging.handlers.SysLogHandler``: that
+module imports pickle and queue for handlers we never use, which cost
+milliseconds on every VM start (``python3 -X importtime``). The ``logging``
+package itself stays here: pyroute2's netlink module, which the hotplug
+needs, imports it anyway. qubes-setup-dnat-to-ns, which has no such need,
+logs without it (qubesnet.log.setup_direct_logging).
 """
 
 from __future__ import annotations
@@ -11,6 +19,22 @@ import os
 import sys
 
 from .constants import HOTPLUG_LOG
+from .syslog import LOG_DAEMON, SYSLOG_SOCKET, SyslogSocket
+
+
+class SyslogHandler(logging.Handler):
+    """``logging`` records to the local syslog socket (qubesnet.syslog)."""
+
+    def __init__(self, address: str = SYSLOG_SOCKET, facility: int = LOG_DAEMON) -> None:
+        super().__init__()
+        self.syslog = SyslogSocket(address, facility)  # OSError: nobody listens
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.syslog.send(record.levelno, self.format(record))
+
+    def close(self) -> None:
+        self.syslog.close()
+        super().close()
 
 
 def setup_logging(ident: str, verbose: bool, hotplug_log: bool = False) -> None:
@@ -24,11 +48,9 @@ def setup_logging(ident: str, verbose: bool, hotplug_log: bool = False) -> None:
     stderr.setFormatter(logging.Formatter(f"{ident}: %(message)s"))
     root.addHandler(stderr)
 
-    if os.path.exists("/dev/log"):
-        from logging.handlers import SysLogHandler
-
+    if os.path.exists(SYSLOG_SOCKET):
         try:
-            syslog = SysLogHandler("/dev/log", facility=SysLogHandler.LOG_DAEMON)
+            syslog = SyslogHandler()
         except OSError:
             pass  # no syslog daemon listening: stderr still has everything
         else:
@@ -43,4 +65,3 @@ def setup_logging(ident: str, verbose: bool, hotplug_log: bool = False) -> None:
         else:
             logfile.setFormatter(logging.Formatter(f"%(asctime)s {ident}: %(message)s"))
             root.addHandler(logfile)
-

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 
 from .errors import ApplyError
+from .log import DEBUG, get_logger
 from .nftjson import Json, transaction
 
 TYPE_CHECKING = False
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     IPAddress = IPv4Address | IPv6Address
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _shared: dict[int, Any] = {}  # network namespace inode -> libnftables context
 # libnftables reports the kernel's errno only as its strerror text.
@@ -76,7 +76,7 @@ class Nft:
         """Apply ``commands`` atomically, or raise ApplyError (nothing applied)."""
         if not commands:
             return
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(DEBUG):
             log.debug("nftables transaction (%s): %s", what, json.dumps(transaction(commands)))
         if self.dry_run:
             return

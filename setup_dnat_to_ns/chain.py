@@ -111,12 +111,15 @@ def _base(family: str, name: str) -> j.Json:
 def build_replace(rules: Rules, refusals: Rules | None = None, family: str = FAMILY) -> list[j.Json]:
     """Old chains out, new chains in: never none, never both.
 
-    Each chain is added first so that the delete cannot fail on a missing one.
+    Each chain is added first so that the delete cannot fail on a missing one;
+    that add names no hook: the kernel refuses an add that would change the
+    hook or priority of an existing base chain (EOPNOTSUPP), so a chain whose
+    priority was edited by hand could otherwise never be replaced.
     """
     commands = [j.add(j.table(family, QUBES_TABLE))]
     for name, chain_rules in ((CHAIN_DNAT_DNS, rules), (CHAIN_DNS_REFUSE, refusals or [])):
         commands += [
-            j.add(_base(family, name)),
+            j.add(j.chain(family, QUBES_TABLE, name)),
             j.delete(j.chain(family, QUBES_TABLE, name)),
             j.add(_base(family, name)),
             *(j.add(j.rule(family, QUBES_TABLE, name, *expr)) for expr in chain_rules),
@@ -125,10 +128,11 @@ def build_replace(rules: Rules, refusals: Rules | None = None, family: str = FAM
 
 
 def build_removal(family: str) -> list[j.Json]:
-    """Both chains out (a family no longer served); the table must exist."""
+    """Both chains out (a family no longer served); the table must exist.
+    The add names no hook (see build_replace)."""
     commands = []
     for name in (CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE):
-        commands += [j.add(_base(family, name)), j.delete(j.chain(family, QUBES_TABLE, name))]
+        commands += [j.add(j.chain(family, QUBES_TABLE, name)), j.delete(j.chain(family, QUBES_TABLE, name))]
     return commands
 
 

@@ -6,16 +6,19 @@ the watch service, or by hand.
 
 from __future__ import annotations
 
-import argparse
-import logging
+import sys
 
-from qubesnet.cliutil import help_formatter
 from qubesnet.errors import QubesNetError
-from qubesnet.logsetup import setup_logging
+from qubesnet.log import get_logger, setup_direct_logging
 
+from .args import Args, parse_plain
 from .exitcodes import ExitCode
 
-log = logging.getLogger("qubes-setup-dnat-to-ns")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+log = get_logger("qubes-setup-dnat-to-ns")
 
 DESCRIPTION = """\
 Maintain the nftables chains "dnat-dns" of tables "ip qubes" and, when
@@ -45,6 +48,12 @@ exit status:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Every call form, with help and usage errors (exit 2); the usual ones
+    are read without argparse (args.py)."""
+    import argparse
+
+    from qubesnet.cliutil import help_formatter
+
     parser = argparse.ArgumentParser(
         prog="qubes-setup-dnat-to-ns", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=help_formatter,
@@ -65,9 +74,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def read_args(argv: list[str] | None) -> Args:
+    words = sys.argv[1:] if argv is None else argv
+    plain = parse_plain(words)
+    if plain is not None:
+        return plain
+    ns = parse_args(words)
+    return Args(ns.dry_run, ns.status, ns.watch, ns.verbose, ns.resolv_conf, ns.qubes_service_dir, ns.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging("qubes-setup-dnat-to-ns", args.verbose)
+    args = read_args(argv)
+    setup_direct_logging("qubes-setup-dnat-to-ns", args.verbose)
     try:
         if args.watch:
             from .watch import watch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from ipaddress import IPv4Address, IPv6Address
 
 from qubesnet.constants import (
@@ -11,6 +10,7 @@ from qubesnet.constants import (
     QDB_SECONDARY_DNS,
     QDB_SECONDARY_DNS6,
 )
+from qubesnet.log import get_logger
 from qubesnet.qubesdb import QubesDB
 from qubesnet.records import Record
 from qubesnet.validate import decode_text, parse_ipv4, parse_ipv6
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
 
     A = TypeVar("A", IPv4Address, IPv6Address)
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 RESOLV_CONF_LIMIT = 64 * 1024
 

@@ -3,14 +3,13 @@ kernel's, replace what differs in one transaction."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 
 from qubesnet import nftjson as j
 from qubesnet.constants import CHAIN_DNAT_DNS, CHAIN_DNS_REFUSE, QUBES_TABLE
 from qubesnet.leave import keep_until_exit
+from qubesnet.log import get_logger
 from qubesnet.nft import Nft
 from qubesnet.qubesdb import QubesDB
 from qubesnet.qubesdb import default_address as qubesdb_address
@@ -32,13 +31,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds on the path that changes nothing
     from typing import Any
 
-log = logging.getLogger("qubes-setup-dnat-to-ns")
+    from .args import Args
+
+log = get_logger("qubes-setup-dnat-to-ns")
 
 APPLIED, UNCHANGED = ExitCode.APPLIED, ExitCode.UNCHANGED
 FAMILY_NAME = {"ip": "IPv4", "ip6": "IPv6"}
 
 
-def _derive(args: argparse.Namespace) -> Derived:
+def _derive(args: Args) -> Derived:
     with QubesDB.open(qubesdb_address(os.environ), args.timeout) as qdb:
         derived = derive(qdb, args.resolv_conf, args.timeout)
     for note in derived.notes:
@@ -84,7 +85,7 @@ def describe_all(derived: Derived) -> list[str]:
     return [line for family, mapping in families(derived) if mapping for line in describe(mapping, family)]
 
 
-def run_once(args: argparse.Namespace, nft: Nft | None = None) -> int:
+def run_once(args: Args, nft: Nft | None = None) -> int:
     derived = _derive(args)
     if nft is None:
         nft = Nft.shared(dry_run=args.dry_run)
@@ -134,7 +135,7 @@ def status_lines(derived: Derived, nft: Nft) -> tuple[list[str], bool]:
     return lines, current
 
 
-def show_status(args: argparse.Namespace) -> int:
+def show_status(args: Args) -> int:
     lines, _ = status_lines(_derive(args), Nft.shared())
     for line in lines:
         print(line)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
+from qubesnet.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def request(action: str, unit: str) -> None:

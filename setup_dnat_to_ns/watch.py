@@ -13,13 +13,12 @@ NetworkManager.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import selectors
 import time
 from typing import Any
 
 from qubesnet.errors import QubesNetError
+from qubesnet.log import get_logger
 from qubesnet.nft import Nft
 
 from . import resolved, systemd
@@ -27,7 +26,11 @@ from .debounce import Debounce
 from .inotify import Inotify
 from .run import APPLIED, run_once
 
-log = logging.getLogger("qubes-setup-dnat-to-ns")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .args import Args
+
+log = get_logger("qubes-setup-dnat-to-ns")
 
 BUS_RETRY_FIRST, BUS_RETRY_MAX = 1.0, 30.0
 
@@ -105,7 +108,7 @@ class ResolvedSignals:
             self.conn = None
 
 
-def _apply(args: argparse.Namespace, nft: Nft) -> bool:
+def _apply(args: Args, nft: Nft) -> bool:
     """One pass; whether it worked (a failure is retried by the debounce)."""
     try:
         if run_once(args, nft) == APPLIED:
@@ -121,7 +124,7 @@ def _earliest(*timeouts: float | None) -> float | None:
     return min(known) if known else None
 
 
-def watch(args: argparse.Namespace) -> int:
+def watch(args: Args) -> int:
     inotify = Inotify(args.resolv_conf)
     signals = ResolvedSignals(args.timeout)
     selector = selectors.DefaultSelector()

@@ -6,7 +6,6 @@ Called by libxl (``xl devd``) or udev as ``vif-route-qubes COMMAND`` with
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -15,14 +14,16 @@ from collections.abc import Mapping
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from qubesnet.cliutil import help_formatter
 from qubesnet.constants import HOOK_TIMEOUT, NETWORK_HOOKS_DIR
 from qubesnet.errors import ConfigError, QubesNetError
 from qubesnet.logsetup import setup_logging
 
+from .argv import Args, parse_hotplug_argv
 from .status import HotplugStatus
 
 if TYPE_CHECKING:
+    import argparse
+
     from qubesnet.netlink.ctnl import Conntrack
     from qubesnet.xenstore import XenStore
 
@@ -63,7 +64,6 @@ exit status:
   2  bad command line
 """
 
-HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
 ADMIN_COMMANDS = ("status", "reconcile", "watch")
 
 
@@ -74,6 +74,12 @@ class ExitCode(IntEnum):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Every call form, with help and usage errors (exit 2); the hotplug
+    form alone is read without argparse (argv.py)."""
+    import argparse
+
+    from qubesnet.cliutil import help_formatter
+
     parser = argparse.ArgumentParser(
         prog="vif-route-qubes",
         description=DESCRIPTION,
@@ -111,8 +117,18 @@ def _printable(value: str) -> str:
     return repr(value[:64])
 
 
+def read_args(argv: list[str] | None) -> Args:
+    words = sys.argv[1:] if argv is None else argv
+    fast = parse_hotplug_argv(words, NETWORK_HOOKS_DIR)
+    if fast is not None:
+        return fast
+    ns = parse_args(words)
+    return Args(ns.command, tuple(ns.targets), ns.json, ns.verbose, ns.dry_run, ns.hooks_dir, ns.mapped_wait,
+                ns.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = read_args(argv)
     if args.command in ADMIN_COMMANDS:
         setup_logging("vif-route-qubes", args.verbose)
         return _admin(args)
@@ -155,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     return ExitCode.OK
 
 
-def _admin(args: argparse.Namespace) -> int:
+def _admin(args: Args) -> int:
     from qubesnet.qubesdb import QubesDB
     from qubesnet.qubesdb import default_address as qubesdb_address
     from qubesnet.xenstore import XenStore, default_address
@@ -182,7 +198,7 @@ def _admin(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
 
-def _gateways(args: argparse.Namespace, conntrack: Conntrack, status: HotplugStatus) -> Gateways:
+def _gateways(args: Args, conntrack: Conntrack, status: HotplugStatus) -> Gateways:
     """The real gateways of this namespace (imported here: after an event has
     started its conntrack purge, and only by the commands that touch the kernel)."""
     from qubesnet.netlink.rtnl import Rtnl
@@ -196,7 +212,7 @@ def _gateways(args: argparse.Namespace, conntrack: Conntrack, status: HotplugSta
                     hooks=Hooks(args.hooks_dir, HOOK_TIMEOUT), status=status, namespaces=namespaces_gateway())
 
 
-def _admin_gateways(args: argparse.Namespace, xs: XenStore) -> Gateways:
+def _admin_gateways(args: Args, xs: XenStore) -> Gateways:
     from qubesnet.netlink.ctnl import Conntrack
 
     from .gateways import recording
@@ -208,7 +224,7 @@ def _admin_gateways(args: argparse.Namespace, xs: XenStore) -> Gateways:
     return gw
 
 
-def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: str, args: argparse.Namespace) -> None:
+def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: str, args: Args) -> None:
     """Tell libxl through XenStore, whenever XENBUS_PATH and XenStore are usable."""
     from qubesnet.xenstore import XenStore, default_address
 
@@ -227,7 +243,7 @@ def _report_failure(environ: Mapping[str, str], xs: XenStore | None, message: st
         log.debug("failure not reported to XenStore: %s", exc)
 
 
-def _run(args: argparse.Namespace, env: VifEnv, xs: XenStore, status: HotplugStatus) -> str:
+def _run(args: Args, env: VifEnv, xs: XenStore, status: HotplugStatus) -> str:
     from qubesnet.leave import keep_until_exit
     from qubesnet.qubesdb import QubesDB
     from qubesnet.qubesdb import default_address as qubesdb_address

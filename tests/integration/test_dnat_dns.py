@@ -359,3 +359,45 @@ def test_watch_follows_resolv_conf_and_resolved_within_a_second(dns: tuple[SimNe
         _, err = watcher.communicate(timeout=10)
     print(f"watch latency: resolv.conf {resolv_conf_latency * 1000:.0f} ms, resolved {resolved_latency * 1000:.0f} ms")
     assert resolv_conf_latency < 1.0 and resolved_latency < 1.0, err
+
+
+def _reloaded(old: str, new: str) -> Callable[[SimNetvm], object]:
+    """The dnat-dns chain reloaded by hand with ``old`` replaced by ``new``
+    in its listing: as many rules as before, one thing different."""
+    def edit(sim: SimNetvm) -> None:
+        listing = sim.dnat_chain()
+        assert old in listing
+        sim.netvm.run(["nft", "-f", "-"], input_="delete chain ip qubes dnat-dns\n" + listing.replace(old, new, 1))
+    return edit
+
+
+HAND_EDITS: dict[str, Callable[[SimNetvm], object]] = {
+    "rule appended": lambda sim: sim.netvm.run(["nft", "add rule ip qubes dnat-dns udp dport 5353 accept"]),
+    "rule inserted first": lambda sim: sim.netvm.run(
+        ["nft", f"insert rule ip qubes dnat-dns ip daddr {VIRTUAL_DNS[0]} udp dport 53 counter accept"]),
+    "rules flushed": lambda sim: sim.netvm.run(["nft", "flush chain ip qubes dnat-dns"]),
+    "one target changed": _reloaded(f"dnat to {SERVER_B}", "dnat to 198.51.100.99"),
+    "one port changed": _reloaded("tcp dport 53", "tcp dport 5353"),
+    "priority changed": _reloaded("priority dstnat;", "priority dstnat + 1;"),
+    "refusal chain added to": lambda sim: sim.netvm.run(["nft", "add rule ip qubes dnat-dns-refuse tcp dport 53 drop"]),
+}
+
+
+@pytest.mark.parametrize("edit", list(HAND_EDITS))
+def test_a_hand_edit_of_the_chains_is_never_taken_as_unchanged(sim: SimNetvm, edit: str) -> None:
+    """The exit-100 decision compares the kernel's chains with the computed
+    ones in full: any edit by hand is seen and undone (exit 0), then 100."""
+    sim.write_resolv_conf(f"nameserver {SERVER_A}\nnameserver {SERVER_B}\n")
+    assert sim.dnat().returncode == 0
+    assert sim.dnat().returncode == 100
+    installed = sim.dnat_chain(), sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"]).stdout
+
+    HAND_EDITS[edit](sim)
+    assert sim.dnat_chain() != installed[0] or \
+        sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"]).stdout != installed[1]
+
+    result = sim.dnat()
+    assert result.returncode == 0, result.stderr
+    assert (sim.dnat_chain(), sim.netvm.run(["nft", "list", "chain", "ip", "qubes", "dnat-dns-refuse"]).stdout) \
+        == installed
+    assert sim.dnat().returncode == 100

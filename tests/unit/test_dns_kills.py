@@ -18,6 +18,7 @@ from pytest_mock import MockerFixture
 
 from qubes_netsim.dbus import dns_value
 from qubes_netsim.qubesdbd import QubesDBDouble
+from qubesnet.errors import ApplyError
 from setup_dnat_to_ns.chain import build_refusals, build_replace, family_of, plan_mapping
 from setup_dnat_to_ns.derive import RESOLV_CONF_LIMIT, capped, read_resolv_conf, read_upstreams
 from setup_dnat_to_ns.exitcodes import ExitCode
@@ -30,9 +31,10 @@ W1, W2 = IPv6Address("fd09:24ef:4179::a8b:1"), IPv6Address("fd09:24ef:4179::a8b:
 
 class ChainsKernel:
     """An nftables stand-in for the DNS chains: it executes the add/delete
-    commands it is sent (chains with their hook, rules in order) and lists
-    a chain as ``nft -j -t list chain`` does. What it holds comes only from
-    what the code under test sent it."""
+    commands it is sent (chains with or without their hook, rules in order)
+    and lists a chain as ``nft -j -t list chain`` does. What it holds comes
+    only from what the code under test sent it. (Unlike the kernel, a
+    refused transaction is not rolled back: the tests do not need it.)"""
 
     def __init__(self) -> None:
         self.chains: dict[tuple[str, str], tuple[dict[str, Any], list[list[Any]]]] = {}
@@ -49,8 +51,15 @@ class ChainsKernel:
             if verb == "delete":
                 self.chains.pop(key, None)
             elif kind == "chain":
-                hook = {k: spec[k] for k in ("type", "hook", "prio", "policy")}
-                self.chains.setdefault(key, (hook, []))
+                # As the kernel: an add without a hook creates a regular chain
+                # or leaves an existing one as it is; an add that would change
+                # an existing chain's hook is refused (EOPNOTSUPP).
+                hook = {k: spec[k] for k in ("type", "hook", "prio", "policy") if k in spec}
+                existing = self.chains.get(key)
+                if existing is None:
+                    self.chains[key] = (hook, [])
+                elif hook and hook != existing[0]:
+                    raise ApplyError("nftables refused the transaction: Operation not supported")
             else:
                 self.chains[key][1].append(spec["expr"])
 
@@ -77,6 +86,20 @@ def dnat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mocker: MockerFixture)
         monkeypatch.setenv("QUBESDB_SOCKET", qdb.path)
         yield argparse.Namespace(dry_run=False, verbose=False, resolv_conf=str(tmp_path / "resolv.conf"),
                                  qubes_service_dir=str(tmp_path / "services"), timeout=2.0)
+
+
+def test_a_chain_whose_priority_was_edited_is_replaced(dnat: argparse.Namespace) -> None:
+    """The add that precedes the delete names no hook: the kernel refuses
+    an add that would change an existing chain's priority, which left a
+    hand-edited chain in place for good (tests/integration/test_dnat_dns.py
+    checks the same against the kernel)."""
+    kernel = ChainsKernel()
+    assert run_once(dnat, kernel) == ExitCode.APPLIED  # type: ignore[arg-type]
+    hook, rules = kernel.chains["ip", "dnat-dns"]
+    kernel.chains["ip", "dnat-dns"] = (dict(hook, prio=hook["prio"] + 1), rules)
+    assert run_once(dnat, kernel) == ExitCode.APPLIED  # type: ignore[arg-type]
+    assert kernel.chains["ip", "dnat-dns"] == (hook, rules)
+    assert run_once(dnat, kernel) == ExitCode.UNCHANGED  # type: ignore[arg-type]
 
 
 def test_a_second_run_changes_nothing_and_says_so(dnat: argparse.Namespace, mocker: MockerFixture) -> None:
@@ -135,7 +158,7 @@ def test_the_chains_hooks_are_the_contracts() -> None:
     """Kills the priority constants' +- 1: dnat-dns at dstnat (-100),
     dnat-dns-refuse at filter - 1, both accepting by default, written
     out here rather than taken from the module under test."""
-    chains = [c["add"]["chain"] for c in build_replace([], [], "ip") if "chain" in c.get("add", {})]
+    chains = [c["add"]["chain"] for c in build_replace([], [], "ip") if "hook" in c.get("add", {}).get("chain", {})]
     hooks = {(c["name"], c["type"], c["hook"], c["prio"], c["policy"]) for c in chains}
     assert hooks == {("dnat-dns", "nat", "prerouting", -100, "accept"),
                      ("dnat-dns-refuse", "filter", "input", -1, "accept")}
