@@ -2,7 +2,7 @@
 #
 #   make deps          Debian packages (root): see scripts/bootstrap.sh
 #   make venv          .venv with the project and its test tools installed
-#   make lint          ruff and mypy (zero findings; make test runs it first)
+#   make lint          ruff, mypy and tools/mutation.py --check (zero findings; make test runs it first)
 #   make test          lint, then the whole test suite (needs root: network
 #                      namespaces), on the newest pyroute2 from PyPI
 #   make test-debian-pyroute2  the same suite on Debian's python3-pyroute2
@@ -108,7 +108,8 @@ deps:
 # strict on the runtime packages and checked on the simulator and tests.
 # Both run even when the first finds something; either failing fails lint.
 lint: venv
-	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; \
+		$(VPY) tools/mutation.py --check || status=1; exit $$status
 
 # The whole suite, after lint. QUBES_REQUIRE_NETNS=1 turns "cannot run the
 # namespace tests here" into a failure, never a silent skip.
