@@ -79,6 +79,7 @@ def run_event(
 
     # The purge is a step of the plan, run under the locks: a connection
     # made for an address while the event waited for its lock goes too.
+    # Online starts it early, once the locks are held (see below).
     gw = make_gateways(Conntrack())
     if opts.dry_run:
         from .gateways import recording
@@ -96,9 +97,14 @@ def run_event(
         locks.acquire(lock_keys(inp), LOCK_TIMEOUT)
     try:
         if command == "online":
+            # The purge starts now, under the locks, and the kernel's walk of
+            # its table overlaps the reading and planning; the plan's purge
+            # step waits for it (recorded, not started, by a dry run).
+            gw.conntrack.start_purge(inp.addresses.used)
             return converge(applier, gw, inp)
         return remove(applier, gw, inp)
     finally:
+        gw.conntrack.settle()  # a purge never outlives the locks
         locks.release()
 
 
