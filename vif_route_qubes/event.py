@@ -79,6 +79,7 @@ def run_event(
 
     # The purge is a step of the plan, run under the locks: a connection
     # made for an address while the event waited for its lock goes too.
+    # Online starts it early, once the locks are held (see below).
     gw = make_gateways(Conntrack())
     if opts.dry_run:
         from .gateways import recording
@@ -96,10 +97,21 @@ def run_event(
         locks.acquire(lock_keys(inp), LOCK_TIMEOUT)
     try:
         if command == "online":
-            return converge(applier, gw, inp)
+            return _online(applier, gw, inp)
         return remove(applier, gw, inp)
     finally:
         locks.release()
+
+
+def _online(applier: Applier, gw: Gateways, inp: VifInputs) -> Plan:
+    """:func:`converge`, the conntrack purge started first: under the locks,
+    the kernel's walk of its table overlaps the reading and planning, and
+    the plan's purge step waits for it (a dry run records it, no more)."""
+    gw.conntrack.start_purge(inp.addresses.used)
+    try:
+        return converge(applier, gw, inp)
+    finally:
+        gw.conntrack.settle()  # a purge never outlives the locks
 
 
 def _lock_listed_addresses(gw: Gateways, inp: VifInputs, locks: KeyLocks) -> VifInputs:

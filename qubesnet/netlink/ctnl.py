@@ -7,13 +7,18 @@ instead of one per address and side), a byte-level pre-filter so that only
 entries mentioning an address are decoded, an exact check of the decoded
 tuples (source or destination, original or reply direction), then a delete
 of each match by its original tuple and id.
+
+An event can start the purge early (:meth:`Conntrack.start_purge`, once it
+holds its locks): the kernel walks its table in ``recvmsg``, without the
+GIL, while the event reads and plans; the plan's purge step then takes that
+result, or its failure, as if it had purged itself.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 # _pyroute2 must come first: it makes the pyroute2 imports below light.
@@ -81,14 +86,62 @@ def _addresses_of(entry: ct_msg) -> set[IPAddress]:
     return found
 
 
+class _Background:
+    """One purge running in a thread of its own; :meth:`result` waits for it."""
+
+    def __init__(self, addrs: frozenset[IPAddress], purge: Callable[[frozenset[IPAddress]], int]) -> None:
+        import threading  # already loaded by logging: costs nothing
+
+        self.addrs = addrs
+        self._count = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(purge,), name="conntrack-purge", daemon=True)
+        self._thread.start()
+
+    def _run(self, purge: Callable[[frozenset[IPAddress]], int]) -> None:
+        try:
+            self._count = purge(self.addrs)
+        except BaseException as exc:  # handed to whoever waits, as its own failure
+            self._error = exc
+
+    def result(self) -> int:
+        """How many entries the purge deleted; its exception if it failed."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._count
+
+
 class Conntrack:
     """The ctnetlink gateway; one socket, closed with ``close()``."""
 
     def __init__(self) -> None:
         self._nl = NetlinkSocket(NETLINK_NETFILTER)
+        self._pending: _Background | None = None
 
     def close(self) -> None:
+        self.settle()
         self._nl.close()
+
+    def start_purge(self, addrs: Iterable[IPAddress]) -> None:
+        """Start :meth:`purge` of ``addrs`` in a background thread; the next
+        :meth:`purge` of the same addresses waits for it and returns its
+        count or raises its error. The socket is the thread's until then:
+        call nothing else but :meth:`purge` and :meth:`settle` meanwhile."""
+        self.settle()
+        wanted = frozenset(addrs)
+        if wanted:
+            self._pending = _Background(wanted, self._purge_now)
+
+    def settle(self) -> None:
+        """Wait for a purge started and not taken by :meth:`purge`; its
+        outcome is nobody's any more (the event failed before its purge step)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception:  # no step asked for this purge: its outcome is moot
+                pass
 
     def _dump(self, needles: list[bytes]) -> list[ct_msg]:
         """Entries whose raw message contains one of ``needles``, decoded."""
@@ -127,9 +180,18 @@ class Conntrack:
     def purge(self, addrs: Iterable[IPAddress]) -> int:
         """Delete every entry with one of ``addrs`` as source or destination.
 
-        Returns how many entries were deleted.
+        Returns how many entries were deleted. A purge of the same addresses
+        started by :meth:`start_purge` is waited for, not run again.
         """
-        wanted = set(addrs)
+        wanted = frozenset(addrs)
+        pending = self._pending
+        if pending is not None and pending.addrs == wanted:
+            self._pending = None
+            return pending.result()
+        self.settle()
+        return self._purge_now(wanted)
+
+    def _purge_now(self, wanted: frozenset[IPAddress]) -> int:
         if not wanted:
             return 0
         deleted = 0

@@ -52,6 +52,7 @@ class FakeNet:
         self.flowdevs: set[str] = set()
         self.flowtables = flowtables
         self.conntrack: set[IPAddress] = set()  # addresses with a connection
+        self.purge_started: list[frozenset[IPAddress]] = []  # conntrack.start_purge calls
         self.hooks: list[list[str]] = []
         self.reported: list[str] = []
         self.namespaces: dict[str, dict[str, FakeLink]] = {}  # name -> the links inside
@@ -217,6 +218,13 @@ class FakeNet:
         self.conntrack -= gone
         return len(gone)
 
+    def conntrack_start_purge(self, addrs: tuple[IPAddress, ...]) -> None:
+        # The real gateway's background purge: the fake purges at the step.
+        self.purge_started.append(frozenset(addrs))
+
+    def conntrack_settle(self) -> None:
+        pass
+
     def conntrack_close(self) -> None:
         pass
 
@@ -267,7 +275,7 @@ class _Side:
 
     READS = ("get_link", "list_links", "host_routes_on", "host_routes_to", "list_permanent_neighbours",
              "list_addresses", "query", "has_element", "accepts", "read", "exists", "close", "links_inside",
-             "table_inside")
+             "table_inside", "settle")
 
     def __init__(self, net: FakeNet, name: str) -> None:
         self._net = net
