@@ -19,7 +19,7 @@ event's one transaction, with its undo.
 
 from __future__ import annotations
 
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from qubesnet.constants import SET_DOWNSTREAM
 from qubesnet.errors import ApplyError
@@ -29,7 +29,12 @@ from qubesnet.validate import IPAddress
 
 from .nftplan import build_elements, build_flowtable
 from .state import Address, Element, Link, Neighbour, Observed, Route, Sysctl, VifState
-from .steps import AddressChange, NeighbourChange, PurgeConntrack, RouteChange, SetLink, SetSysctl, Step
+from .steps import AddressChange, NeighbourChange, PurgeConntrack, RouteChange, SetLink, SetSysctl
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from .steps import Step
 
 T = TypeVar("T")
 
@@ -41,7 +46,8 @@ class NftCommands(NamedTuple):
     undo: tuple[Json, ...] = ()
 
 
-Change = Step | NftCommands
+if TYPE_CHECKING:
+    Change: TypeAlias = Step | NftCommands  # a namespace step is never one: their classes load only for mapped vifs
 
 
 class Kind(Generic[T]):
