@@ -8,9 +8,10 @@ that the ordinary online and offline do not pay for the classes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from qubesnet.constants import NAT_TABLE, VIF_MAC
+from qubesnet.records import Record
 
 if TYPE_CHECKING:
     from qubesnet.nftjson import Json
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from .steps import Step
 
 
-class CreateNamespace(NamedTuple):
+class CreateNamespace(Record):
     ns: str
 
     def inverse(self) -> Step | None:
@@ -29,7 +30,7 @@ class CreateNamespace(NamedTuple):
         return f"ip netns add {self.ns}"
 
 
-class DeleteNamespace(NamedTuple):
+class DeleteNamespace(Record):
     """An empty namespace of ours (the undo of its creation)."""
 
     ns: str
@@ -41,7 +42,7 @@ class DeleteNamespace(NamedTuple):
         return f"ip netns del {self.ns}"
 
 
-class MoveIntoNamespace(NamedTuple):
+class MoveIntoNamespace(Record):
     """The real vif into the namespace, renamed to ``ifname`` on the way.
 
     By libxl's name (a validated ``vif<domid>.<devid>``, held under the
@@ -61,7 +62,7 @@ class MoveIntoNamespace(NamedTuple):
         return f"ip link set {self.old_name} netns {self.ns}{rename}"
 
 
-class MoveBack(NamedTuple):
+class MoveBack(Record):
     ns: str
     ifname: str
     restore_name: str
@@ -73,7 +74,7 @@ class MoveBack(NamedTuple):
         return f"ip -n {self.ns} link set {self.ifname} down netns <netvm> name {self.restore_name}"
 
 
-class CreateVeth(NamedTuple):
+class CreateVeth(Record):
     ns: str
     ifname: str  # the netvm end: takes the vif's place
     peer: str
@@ -87,7 +88,7 @@ class CreateVeth(NamedTuple):
                 f"address {self.peer_mac} netns {self.ns}")
 
 
-class DeleteVeth(NamedTuple):
+class DeleteVeth(Record):
     ifname: str
 
     def inverse(self) -> Step | None:
@@ -97,7 +98,7 @@ class DeleteVeth(NamedTuple):
         return f"ip link del {self.ifname}"
 
 
-class ConfigureNamespace(NamedTuple):
+class ConfigureNamespace(Record):
     """Inside the namespace: IPv6 off, addresses, neighbours, links up, the netdev table."""
 
     ns: str
@@ -117,7 +118,7 @@ class ConfigureNamespace(NamedTuple):
                 f"links up; netdev table {NAT_TABLE} ({len(self.rules)} commands)")
 
 
-class RemoveNamespace(NamedTuple):
+class RemoveNamespace(Record):
     """Tear down: veth gone, the real vif back in the netvm as ``restore_name``, namespace gone."""
 
     ns: str

@@ -10,9 +10,10 @@ it (iproute2, sysctl, nft), for ``--dry-run`` and debug logs.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from qubesnet import nftjson as j
+from qubesnet.records import Record
 from qubesnet.validate import IPAddress
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from .nssteps import NamespaceStep
 
 
-class Rename(NamedTuple):
+class Rename(Record):
     ifindex: int
     old: str
     new: str
@@ -35,7 +36,7 @@ class Rename(NamedTuple):
         return f"ip link set {self.old} name {self.new}"
 
 
-class SetLink(NamedTuple):
+class SetLink(Record):
     ifindex: int
     ifname: str
     up: bool
@@ -50,7 +51,7 @@ class SetLink(NamedTuple):
         return f"ip link set {self.ifname} group {self.group} {'up' if self.up else 'down'}"
 
 
-class SetSysctl(NamedTuple):
+class SetSysctl(Record):
     key: str
     value: str
     previous: str
@@ -62,7 +63,7 @@ class SetSysctl(NamedTuple):
         return f"sysctl {self.key}={self.value}"
 
 
-class PurgeConntrack(NamedTuple):
+class PurgeConntrack(Record):
     addrs: tuple[IPAddress, ...]
 
     def inverse(self) -> Step | None:
@@ -72,7 +73,7 @@ class PurgeConntrack(NamedTuple):
         return "; ".join(f"conntrack -D -s {a}; conntrack -D -d {a}" for a in self.addrs)
 
 
-class NftChange(NamedTuple):
+class NftChange(Record):
     """One nftables transaction; ``undo`` takes back exactly what it adds."""
 
     what: str
@@ -86,7 +87,7 @@ class NftChange(NamedTuple):
         return f"nft -j -f - <<'EOF'\n{json.dumps(j.transaction(list(self.commands)), indent=1)}\nEOF"
 
 
-class RouteChange(NamedTuple):
+class RouteChange(Record):
     present: bool
     ifindex: int
     ifname: str
@@ -100,7 +101,7 @@ class RouteChange(NamedTuple):
         return f"ip route {'add' if self.present else 'del'} {self.dst} dev {self.ifname} metric {self.metric}"
 
 
-class NeighbourChange(NamedTuple):
+class NeighbourChange(Record):
     present: bool
     ifindex: int
     ifname: str
@@ -119,7 +120,7 @@ class NeighbourChange(NamedTuple):
         return f"ip neigh del {self.addr} dev {self.ifname}"
 
 
-class AddressChange(NamedTuple):
+class AddressChange(Record):
     present: bool
     ifindex: int
     ifname: str
@@ -134,7 +135,7 @@ class AddressChange(NamedTuple):
         return f"ip addr {'add' if self.present else 'del'} {self.addr}/{self.prefixlen} dev {self.ifname}{nodad}"
 
 
-class RunHooks(NamedTuple):
+class RunHooks(Record):
     """The administrator's network hooks: ``HOOK COMMAND IFNAME TYPE [ADDR]``."""
 
     argv: tuple[str, ...]
@@ -146,7 +147,7 @@ class RunHooks(NamedTuple):
         return f"network hooks: {' '.join(self.argv)}"
 
 
-class ReportConnected(NamedTuple):
+class ReportConnected(Record):
     """hotplug-status=connected: last, so that a failure to report undoes all."""
 
     xenbus_path: str
@@ -166,7 +167,7 @@ if TYPE_CHECKING:
     Step: TypeAlias = CoreStep | NamespaceStep  # the namespace steps are in nssteps.py, imported only where used
 
 
-class Plan(NamedTuple):
+class Plan(Record):
     command: str
     ifname: str  # the interface's name once the plan has run
     link_index: int | None  # the interface, for failing closed (None: gone, or not yet there)
