@@ -19,12 +19,13 @@ event's one transaction, with its undo.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from qubesnet.constants import SET_DOWNSTREAM
 from qubesnet.errors import ApplyError
 from qubesnet.layout import build_antispoof
 from qubesnet.nftjson import Json
+from qubesnet.records import Record
 from qubesnet.validate import IPAddress
 
 from .nftplan import build_elements, build_flowtable
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class NftCommands(NamedTuple):
+class NftCommands(Record):
     """Part of the event's one nftables transaction, and what takes it back."""
 
     commands: tuple[Json, ...]

@@ -19,7 +19,9 @@ the rest is observed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
+
+from qubesnet.records import Record
 
 from .describe import describe, restricted_to_downstream, subtract
 from .diff import plan_namespace, plan_offline, plan_online, plan_orphan_downstream, with_stale
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 Direction = Literal["online", "offline", "downstream"]
 
 
-class Reading(NamedTuple):
+class Reading(Record):
     """One vif described, observed and diffed."""
 
     state: VifState
