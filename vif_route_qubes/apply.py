@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from qubesnet.errors import ApplyError, QubesNetError
 from qubesnet.netlink.nlsock import NetlinkError
 
 from .gateways import Gateways
 from .handlers import Handler
-from .steps import Step
+
+if TYPE_CHECKING:
+    from .steps import Step
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,13 @@ what argparse would have produced (tests/unit/test_argv.py).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from qubesnet.cliutil import read_plain_argv
+from qubesnet.records import Record
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
 
 
-class Args(NamedTuple):
+class Args(Record):
     """The parsed command line, whichever parser read it."""
 
     command: str

@@ -28,26 +28,19 @@ the hooks, renames back, removes a namespace, and purges last.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qubesnet.errors import ApplyError, ConfigError
 
-from .kinds import Change, NftCommands, additions, kept_in_downstream, removals
+from .kinds import NftCommands, additions, kept_in_downstream, removals
 from .mapped_names import namespace_name, peer_name
 from .state import NamespaceFacts, Observed, VifState
-from .steps import (
-    ConfigureNamespace,
-    CreateNamespace,
-    CreateVeth,
-    MoveIntoNamespace,
-    NftChange,
-    Plan,
-    PurgeConntrack,
-    RemoveNamespace,
-    Rename,
-    ReportConnected,
-    RunHooks,
-    SetLink,
-    Step,
-)
+from .steps import NftChange, Plan, PurgeConntrack, Rename, ReportConnected, RunHooks, SetLink
+
+if TYPE_CHECKING:
+    from .kinds import Change
+    from .nssteps import RemoveNamespace
+    from .steps import Step
 
 FLOWTABLE_UNSUPPORTED = "flowtable acceleration skipped: this kernel has no flowtable support"
 
@@ -62,6 +55,8 @@ def plan_namespace(state: VifState, facts: NamespaceFacts) -> list[Step]:
     spec = state.namespace
     if spec is None:
         return [_remove_namespace(state)] if facts.exists else []
+    from .nssteps import ConfigureNamespace, CreateNamespace, CreateVeth, MoveIntoNamespace, RemoveNamespace
+
     ours = facts.exists and facts.peer_inside  # the netvm's device of that name is our veth
     if ours and facts.real_inside and facts.table_matches:
         return []  # already in place: a rerun changes nothing here
@@ -88,6 +83,8 @@ def plan_namespace(state: VifState, facts: NamespaceFacts) -> list[Step]:
 
 
 def _remove_namespace(state: VifState) -> RemoveNamespace:
+    from .nssteps import RemoveNamespace  # mapped vifs are rare: loaded for them only
+
     return RemoveNamespace(namespace_name(state.ifname), state.ifname, peer_name(state.ifname), state.vif)
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from qubesnet.constants import LOCK_FILE, LOCK_TIMEOUT
 from qubesnet.errors import ApplyError, StoreError
 from qubesnet.locks import KeyLocks
 from qubesnet.qubesdb import QubesDB
+from qubesnet.records import Record
 from qubesnet.validate import AddressList
 from qubesnet.xenstore import XenStore
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Options(NamedTuple):
+class Options(Record):
     dry_run: bool
     timeout: float
     mapped_wait: float = 5.0

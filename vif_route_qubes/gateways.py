@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from qubesnet.constants import NETNS_DIR
+from qubesnet.records import Record
 
 if TYPE_CHECKING:
     from qubesnet.netlink.ctnl import Conntrack
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .status import HotplugStatus
 
 
-class Gateways(NamedTuple):
+class Gateways(Record):
     rtnl: Rtnl
     nft: Nft
     sysctl: Sysctl

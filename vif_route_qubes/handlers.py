@@ -1,5 +1,9 @@
 """One handler per step type, in one registry: each turns a step into gateway calls.
 
+The registry holds the handlers of the ordinary steps and loads those of a
+mapped vif's namespace steps (nshandlers.py) the first time it is asked for
+one, so that an ordinary online or offline does not import them.
+
 Handlers decide nothing: the plan did. They touch the system only through
 the gateways they are given (recording ones under ``--dry-run``), address
 interfaces by index (a rename, or a name another interface took, cannot
@@ -12,22 +16,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from qubesnet.errors import ApplyError
-
 from .gateways import Gateways
 from .steps import (
     AddressChange,
-    ConfigureNamespace,
-    CreateNamespace,
-    CreateVeth,
-    DeleteNamespace,
-    DeleteVeth,
-    MoveBack,
-    MoveIntoNamespace,
     NeighbourChange,
     NftChange,
     PurgeConntrack,
-    RemoveNamespace,
     Rename,
     ReportConnected,
     RouteChange,
@@ -67,15 +61,19 @@ def _purge(gw: Gateways, s: PurgeConntrack) -> object:
     return count
 
 
-def _move_in(gw: Gateways, s: MoveIntoNamespace) -> object:
-    link = gw.rtnl.get_link(s.old_name)
-    if link is None:
-        raise ApplyError(f"interface {s.old_name} does not exist; is the VM's backend still there?")
-    gw.namespaces.move_in(gw.rtnl, link.ifindex, s.ns, s.ifname if s.ifname != s.old_name else None)
-    return None
+class Registry(dict[type, Handler]):
+    """Handlers by step type; a namespace step's are loaded at its first lookup."""
+
+    def __missing__(self, kind: type) -> Handler:
+        from .nshandlers import NAMESPACE_HANDLERS
+
+        if kind not in NAMESPACE_HANDLERS:
+            raise KeyError(kind)
+        self.update(NAMESPACE_HANDLERS)
+        return NAMESPACE_HANDLERS[kind]
 
 
-HANDLERS: dict[type, Handler] = {
+HANDLERS = Registry({
     Rename: lambda gw, s: gw.rtnl.set_link(s.ifindex, name=s.new),
     SetLink: lambda gw, s: gw.rtnl.set_link(s.ifindex, up=s.up, group=s.group),
     SetSysctl: lambda gw, s: gw.sysctl.write(s.key, s.value),
@@ -86,13 +84,4 @@ HANDLERS: dict[type, Handler] = {
     AddressChange: _address,
     RunHooks: lambda gw, s: gw.hooks.run(list(s.argv)),
     ReportConnected: lambda gw, s: gw.status.connected(),
-    CreateNamespace: lambda gw, s: gw.namespaces.create(s.ns),
-    DeleteNamespace: lambda gw, s: gw.namespaces.delete(s.ns),
-    MoveIntoNamespace: _move_in,
-    MoveBack: lambda gw, s: gw.namespaces.move_back(s.ns, s.ifname, s.restore_name),
-    CreateVeth: lambda gw, s: gw.namespaces.create_veth(gw.rtnl, s.ifname, s.peer, s.peer_mac, s.ns),
-    DeleteVeth: lambda gw, s: gw.namespaces.delete_link_named(gw.rtnl, s.ifname),
-    ConfigureNamespace: lambda gw, s: gw.namespaces.configure(s.ns, s.ifname, s.peer, s.mapping, s.client_mac,
-                                                              s.rules),
-    RemoveNamespace: lambda gw, s: gw.namespaces.remove(s.ns, s.ifname, s.peer, s.restore_name),
-}
+})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv6Address
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from qubesnet.constants import (
     QDB_GATEWAY,
@@ -27,6 +27,7 @@ from qubesnet.constants import (
 )
 from qubesnet.errors import ConfigError
 from qubesnet.qubesdb import QubesDB
+from qubesnet.records import Record
 from qubesnet.validate import (
     VIF_RE,
     AddressList,
@@ -51,14 +52,14 @@ if TYPE_CHECKING:
     from .mapped import MappedAddress
 
 
-class VifEnv(NamedTuple):
+class VifEnv(Record):
     """What libxl (or udev) hands us in the environment."""
 
     vif: VifName
     xenbus_path: str
 
 
-class VifInputs(NamedTuple):
+class VifInputs(Record):
     vif: VifName
     xenbus_path: str
     ifname: str  # the name the interface has once online (vifname, or vif)

@@ -19,29 +19,36 @@ event's one transaction, with its undo.
 
 from __future__ import annotations
 
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from qubesnet.constants import SET_DOWNSTREAM
 from qubesnet.errors import ApplyError
 from qubesnet.layout import build_antispoof
 from qubesnet.nftjson import Json
+from qubesnet.records import Record
 from qubesnet.validate import IPAddress
 
 from .nftplan import build_elements, build_flowtable
 from .state import Address, Element, Link, Neighbour, Observed, Route, Sysctl, VifState
-from .steps import AddressChange, NeighbourChange, PurgeConntrack, RouteChange, SetLink, SetSysctl, Step
+from .steps import AddressChange, NeighbourChange, PurgeConntrack, RouteChange, SetLink, SetSysctl
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from .steps import Step
 
 T = TypeVar("T")
 
 
-class NftCommands(NamedTuple):
+class NftCommands(Record):
     """Part of the event's one nftables transaction, and what takes it back."""
 
     commands: tuple[Json, ...]
     undo: tuple[Json, ...] = ()
 
 
-Change = Step | NftCommands
+if TYPE_CHECKING:
+    Change: TypeAlias = Step | NftCommands  # a namespace step is never one: their classes load only for mapped vifs
 
 
 class Kind(Generic[T]):

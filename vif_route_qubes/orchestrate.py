@@ -19,7 +19,9 @@ the rest is observed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
+
+from qubesnet.records import Record
 
 from .describe import describe, restricted_to_downstream, subtract
 from .diff import plan_namespace, plan_offline, plan_online, plan_orphan_downstream, with_stale
@@ -28,14 +30,17 @@ from .inputs import VifInputs
 from .mapped_names import namespace_name, peer_name
 from .observe import find_link, read_environment, read_namespace, read_observed
 from .state import Observed, VifState
-from .steps import Plan, Step
+from .steps import Plan
+
+if TYPE_CHECKING:
+    from .steps import Step
 
 # online: converge to the description; offline: remove what it names;
 # downstream: only the downstream elements of an orphan's addresses.
 Direction = Literal["online", "offline", "downstream"]
 
 
-class Reading(NamedTuple):
+class Reading(Record):
     """One vif described, observed and diffed."""
 
     state: VifState

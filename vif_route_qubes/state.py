@@ -10,8 +10,9 @@ so what offline removes is, by construction, what online made.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
+from qubesnet.records import Record
 from qubesnet.validate import IPAddress
 
 if TYPE_CHECKING:
@@ -20,27 +21,27 @@ if TYPE_CHECKING:
     from .mapped import MappedAddress
 
 
-class Sysctl(NamedTuple):
+class Sysctl(Record):
     key: str  # under /proc/sys, e.g. net/ipv4/conf/vif12.0/proxy_arp
     value: str
 
 
-class Route(NamedTuple):
+class Route(Record):
     dst: IPAddress  # a host route (/32, /128) through the vif
     metric: int
 
 
-class Neighbour(NamedTuple):
+class Neighbour(Record):
     addr: IPAddress  # a permanent entry
     mac: str | None  # None: unknown (offline without the mac key), any entry for addr is ours
 
 
-class Address(NamedTuple):
+class Address(Record):
     addr: IPAddress  # a gateway address on the vif
     prefixlen: int
 
 
-class Element(NamedTuple):
+class Element(Record):
     """One element of an anti-spoofing set: ``allowed`` (with the interface) or ``downstream``."""
 
     kind: str  # the set's name
@@ -48,7 +49,7 @@ class Element(NamedTuple):
     ifname: str | None = None  # only for ``allowed``
 
 
-class NamespaceSpec(NamedTuple):
+class NamespaceSpec(Record):
     """A mapped vif's private namespace: the real vif inside, a veth to the netvm."""
 
     name: str
@@ -60,7 +61,7 @@ class NamespaceSpec(NamedTuple):
     rules: tuple[Json, ...]  # the namespace's whole netdev table
 
 
-class VifState(NamedTuple):
+class VifState(Record):
     vif: str  # the name libxl gave the interface
     ifname: str  # its name once online (``vifname``, or the same)
     vif_type: str
@@ -81,14 +82,14 @@ class VifState(NamedTuple):
         return tuple(dict.fromkeys(e.addr for e in self.elements))
 
 
-class Link(NamedTuple):
+class Link(Record):
     ifindex: int
     name: str
     up: bool
     group: int
 
 
-class Environment(NamedTuple):
+class Environment(Record):
     """What the description needs to know of the kernel before it is computed."""
 
     link: Link | None  # the interface (the veth's netvm end for a mapped vif)
@@ -96,7 +97,7 @@ class Environment(NamedTuple):
     ipv6_on_vif: bool  # IPv6 is enabled on the interface (disable_ipv6 = 0)
 
 
-class BaseObjects(NamedTuple):
+class BaseObjects(Record):
     """Which anti-spoofing objects of one family exist (table, sets, chains)."""
 
     table: bool
@@ -104,13 +105,13 @@ class BaseObjects(NamedTuple):
     chains: frozenset[str]
 
 
-class FlowFacts(NamedTuple):
+class FlowFacts(Record):
     supported: bool  # the kernel can hold a flowtable (capability probe)
     table: bool  # our acceleration table exists
     member: bool  # the interface is one of the flowtable's devices
 
 
-class NamespaceFacts(NamedTuple):
+class NamespaceFacts(Record):
     exists: bool
     real_inside: bool  # a device named ifname inside the namespace
     peer_inside: bool
@@ -119,7 +120,7 @@ class NamespaceFacts(NamedTuple):
     netvm_link: Link | None  # the real vif (or its stand-in) in the netvm, before it moves
 
 
-class Observed(NamedTuple):
+class Observed(Record):
     """The kernel's state of exactly the objects a :class:`VifState` names."""
 
     link: Link | None

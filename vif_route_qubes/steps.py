@@ -10,19 +10,21 @@ it (iproute2, sysctl, nft), for ``--dry-run`` and debug logs.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from qubesnet import nftjson as j
-from qubesnet.constants import NAT_TABLE, VIF_MAC
+from qubesnet.records import Record
 from qubesnet.validate import IPAddress
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from qubesnet.nftjson import Json
 
-    from .mapped import MappedAddress
+    from .nssteps import NamespaceStep
 
 
-class Rename(NamedTuple):
+class Rename(Record):
     ifindex: int
     old: str
     new: str
@@ -34,7 +36,7 @@ class Rename(NamedTuple):
         return f"ip link set {self.old} name {self.new}"
 
 
-class SetLink(NamedTuple):
+class SetLink(Record):
     ifindex: int
     ifname: str
     up: bool
@@ -49,7 +51,7 @@ class SetLink(NamedTuple):
         return f"ip link set {self.ifname} group {self.group} {'up' if self.up else 'down'}"
 
 
-class SetSysctl(NamedTuple):
+class SetSysctl(Record):
     key: str
     value: str
     previous: str
@@ -61,7 +63,7 @@ class SetSysctl(NamedTuple):
         return f"sysctl {self.key}={self.value}"
 
 
-class PurgeConntrack(NamedTuple):
+class PurgeConntrack(Record):
     addrs: tuple[IPAddress, ...]
 
     def inverse(self) -> Step | None:
@@ -71,7 +73,7 @@ class PurgeConntrack(NamedTuple):
         return "; ".join(f"conntrack -D -s {a}; conntrack -D -d {a}" for a in self.addrs)
 
 
-class NftChange(NamedTuple):
+class NftChange(Record):
     """One nftables transaction; ``undo`` takes back exactly what it adds."""
 
     what: str
@@ -85,7 +87,7 @@ class NftChange(NamedTuple):
         return f"nft -j -f - <<'EOF'\n{json.dumps(j.transaction(list(self.commands)), indent=1)}\nEOF"
 
 
-class RouteChange(NamedTuple):
+class RouteChange(Record):
     present: bool
     ifindex: int
     ifname: str
@@ -99,7 +101,7 @@ class RouteChange(NamedTuple):
         return f"ip route {'add' if self.present else 'del'} {self.dst} dev {self.ifname} metric {self.metric}"
 
 
-class NeighbourChange(NamedTuple):
+class NeighbourChange(Record):
     present: bool
     ifindex: int
     ifname: str
@@ -118,7 +120,7 @@ class NeighbourChange(NamedTuple):
         return f"ip neigh del {self.addr} dev {self.ifname}"
 
 
-class AddressChange(NamedTuple):
+class AddressChange(Record):
     present: bool
     ifindex: int
     ifname: str
@@ -133,7 +135,7 @@ class AddressChange(NamedTuple):
         return f"ip addr {'add' if self.present else 'del'} {self.addr}/{self.prefixlen} dev {self.ifname}{nodad}"
 
 
-class RunHooks(NamedTuple):
+class RunHooks(Record):
     """The administrator's network hooks: ``HOOK COMMAND IFNAME TYPE [ADDR]``."""
 
     argv: tuple[str, ...]
@@ -145,7 +147,7 @@ class RunHooks(NamedTuple):
         return f"network hooks: {' '.join(self.argv)}"
 
 
-class ReportConnected(NamedTuple):
+class ReportConnected(Record):
     """hotplug-status=connected: last, so that a failure to report undoes all."""
 
     xenbus_path: str
@@ -157,131 +159,15 @@ class ReportConnected(NamedTuple):
         return f"xenstore-write {self.xenbus_path}/hotplug-status connected"
 
 
-# --- a mapped vif's namespace -------------------------------------------------
-
-
-class CreateNamespace(NamedTuple):
-    ns: str
-
-    def inverse(self) -> Step | None:
-        return DeleteNamespace(self.ns)
-
-    def show(self) -> str:
-        return f"ip netns add {self.ns}"
-
-
-class DeleteNamespace(NamedTuple):
-    """An empty namespace of ours (the undo of its creation)."""
-
-    ns: str
-
-    def inverse(self) -> Step | None:
-        return None
-
-    def show(self) -> str:
-        return f"ip netns del {self.ns}"
-
-
-class MoveIntoNamespace(NamedTuple):
-    """The real vif into the namespace, renamed to ``ifname`` on the way.
-
-    By libxl's name (a validated ``vif<domid>.<devid>``, held under the
-    interface lock): after a namespace of another mapping was taken down in
-    the same plan, the vif is back under a new index.
-    """
-
-    ns: str
-    old_name: str
-    ifname: str
-
-    def inverse(self) -> Step | None:
-        return MoveBack(self.ns, self.ifname, self.old_name)
-
-    def show(self) -> str:
-        rename = f" name {self.ifname}" if self.ifname != self.old_name else ""
-        return f"ip link set {self.old_name} netns {self.ns}{rename}"
-
-
-class MoveBack(NamedTuple):
-    ns: str
-    ifname: str
-    restore_name: str
-
-    def inverse(self) -> Step | None:
-        return None
-
-    def show(self) -> str:
-        return f"ip -n {self.ns} link set {self.ifname} down netns <netvm> name {self.restore_name}"
-
-
-class CreateVeth(NamedTuple):
-    ns: str
-    ifname: str  # the netvm end: takes the vif's place
-    peer: str
-    peer_mac: str  # the client's MAC: the netvm's neighbour entry points at it
-
-    def inverse(self) -> Step | None:
-        return DeleteVeth(self.ifname)
-
-    def show(self) -> str:
-        return (f"ip link add {self.ifname} address {VIF_MAC} type veth peer name {self.peer} "
-                f"address {self.peer_mac} netns {self.ns}")
-
-
-class DeleteVeth(NamedTuple):
-    ifname: str
-
-    def inverse(self) -> Step | None:
-        return None
-
-    def show(self) -> str:
-        return f"ip link del {self.ifname}"
-
-
-class ConfigureNamespace(NamedTuple):
-    """Inside the namespace: IPv6 off, addresses, neighbours, links up, the netdev table."""
-
-    ns: str
-    ifname: str
-    peer: str
-    mapping: MappedAddress
-    client_mac: str
-    rules: tuple[Json, ...]
-
-    def inverse(self) -> Step | None:
-        return None  # what it configures lives inside the namespace and goes with it
-
-    def show(self) -> str:
-        m = self.mapping
-        return (f"ip netns exec {self.ns}: IPv6 off; {m.visible_gateway}/32 on {self.ifname} (arp_ignore 1), "
-                f"{m.real}/32 on {self.peer}; neighbours {m.visible} -> {self.client_mac}, {m.gateway} -> {VIF_MAC}; "
-                f"links up; netdev table {NAT_TABLE} ({len(self.rules)} commands)")
-
-
-class RemoveNamespace(NamedTuple):
-    """Tear down: veth gone, the real vif back in the netvm as ``restore_name``, namespace gone."""
-
-    ns: str
-    ifname: str
-    peer: str
-    restore_name: str
-
-    def inverse(self) -> Step | None:
-        return None
-
-    def show(self) -> str:
-        return (f"ip -n {self.ns} link del {self.peer}; ip -n {self.ns} link set {self.ifname} netns <netvm> "
-                f"name {self.restore_name}; ip netns del {self.ns}")
-
-
-Step = (
+CoreStep = (
     Rename | SetLink | SetSysctl | PurgeConntrack | NftChange | RouteChange | NeighbourChange | AddressChange
-    | RunHooks | ReportConnected | CreateNamespace | DeleteNamespace | MoveIntoNamespace | MoveBack | CreateVeth
-    | DeleteVeth | ConfigureNamespace | RemoveNamespace
+    | RunHooks | ReportConnected
 )
+if TYPE_CHECKING:
+    Step: TypeAlias = CoreStep | NamespaceStep  # the namespace steps are in nssteps.py, imported only where used
 
 
-class Plan(NamedTuple):
+class Plan(Record):
     command: str
     ifname: str  # the interface's name once the plan has run
     link_index: int | None  # the interface, for failing closed (None: gone, or not yet there)

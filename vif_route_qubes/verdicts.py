@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .kinds import drift
+from .nssteps import ConfigureNamespace
 from .state import Observed, VifState
-from .steps import ConfigureNamespace, Step
+
+if TYPE_CHECKING:
+    from .steps import Step
 
 # ok: the kernel holds what XenStore and QubesDB describe; drift: it does not;
 # orphan: kernel state no XenStore vif claims; failed: the hotplug reported

@@ -12,7 +12,8 @@ import errno
 import socket
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, NamedTuple
+from typing import Any
+from qubesnet.records import Record
 
 from ..constants import RT_TABLE_MAIN, RTPROT_BOOT
 from . import _pyroute2  # noqa: F401
@@ -50,19 +51,19 @@ def _family(addr: IPAddress) -> int:
     return socket.AF_INET if addr.version == 4 else socket.AF_INET6
 
 
-class Link(NamedTuple):
+class Link(Record):
     ifindex: int
     name: str
     up: bool
     group: int
 
 
-class RouteLookup(NamedTuple):
+class RouteLookup(Record):
     oif: int | None
     dst_len: int
 
 
-class HostRoute(NamedTuple):
+class HostRoute(Record):
     oif: int | None
     metric: int
 

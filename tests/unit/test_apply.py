@@ -7,7 +7,7 @@ here need none, so the "real" ones are bare objects that fail on any use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,7 +20,10 @@ from vif_route_qubes.diff import plan_offline, plan_online
 from vif_route_qubes.gateways import Gateways, recording
 from vif_route_qubes.handlers import HANDLERS
 from vif_route_qubes.state import NamespaceFacts
-from vif_route_qubes.steps import NftChange, RouteChange, SetLink, Step
+from vif_route_qubes.steps import NftChange, RouteChange, SetLink
+
+if TYPE_CHECKING:
+    from vif_route_qubes.steps import Step
 
 NO_NS = NamespaceFacts(False, False, False, False, False, None)
 
@@ -144,6 +147,9 @@ def test_reports_each_step_as_an_administrator_would_type_it() -> None:
 def test_every_step_type_has_a_handler() -> None:
     import typing
 
-    from vif_route_qubes import steps
+    from vif_route_qubes import nssteps, steps
+    from vif_route_qubes.nshandlers import NAMESPACE_HANDLERS
 
-    assert set(typing.get_args(steps.Step)) == set(HANDLERS)
+    kinds = set(typing.get_args(steps.CoreStep)) | set(typing.get_args(nssteps.NamespaceStep))
+    assert kinds == set(HANDLERS) | set(NAMESPACE_HANDLERS)
+    assert all(HANDLERS[kind] is NAMESPACE_HANDLERS[kind] for kind in NAMESPACE_HANDLERS)  # loaded on demand

@@ -16,6 +16,7 @@ from tests.unit.test_describe import ENV, MAC, V4, V6, inputs
 from vif_route_qubes.describe import describe
 from vif_route_qubes.diff import FLOWTABLE_UNSUPPORTED, plan_namespace, plan_offline, plan_online
 from vif_route_qubes.mapped import MappedAddress
+from vif_route_qubes.nssteps import ConfigureNamespace, CreateVeth, MoveIntoNamespace, RemoveNamespace
 from vif_route_qubes.state import (
     BaseObjects,
     Element,
@@ -27,13 +28,9 @@ from vif_route_qubes.state import (
 )
 from vif_route_qubes.steps import (
     AddressChange,
-    ConfigureNamespace,
-    CreateVeth,
-    MoveIntoNamespace,
     NeighbourChange,
     NftChange,
     PurgeConntrack,
-    RemoveNamespace,
     Rename,
     ReportConnected,
     RouteChange,

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Address as A
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,15 +21,11 @@ from vif_route_qubes.diff import plan_namespace
 from vif_route_qubes.inputs import VifInputs, read_mapping
 from vif_route_qubes.mapped import MappedAddress, build_nat_table, table_matches
 from vif_route_qubes.mapped_names import namespace_name, peer_name
+from vif_route_qubes.nssteps import ConfigureNamespace, CreateNamespace, CreateVeth, MoveIntoNamespace, RemoveNamespace
 from vif_route_qubes.state import Environment, Link, NamespaceFacts, VifState
-from vif_route_qubes.steps import (
-    ConfigureNamespace,
-    CreateNamespace,
-    CreateVeth,
-    MoveIntoNamespace,
-    RemoveNamespace,
-    Step,
-)
+
+if TYPE_CHECKING:
+    from vif_route_qubes.steps import Step
 
 M = MappedAddress(A("10.138.7.9"), A("192.168.1.128"), A("192.168.1.1"), A("10.137.0.1"), (), A("10.139.1.1"))
 MAC = "00:16:3e:5e:6c:0c"

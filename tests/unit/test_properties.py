@@ -17,7 +17,7 @@ import re
 import string
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -52,6 +52,7 @@ from vif_route_qubes.inputs import VifInputs
 from vif_route_qubes.mapped import MappedAddress, build_nat_table
 from vif_route_qubes.mapped_names import namespace_name, peer_name
 from vif_route_qubes.nftplan import build_elements, build_flowtable, build_flowtable_probe
+from vif_route_qubes.nssteps import ConfigureNamespace, CreateNamespace, CreateVeth, MoveIntoNamespace, RemoveNamespace
 from vif_route_qubes.observe import (
     find_link,
     read_allowed_addresses,
@@ -69,23 +70,20 @@ from vif_route_qubes.state import (
 )
 from vif_route_qubes.steps import (
     AddressChange,
-    ConfigureNamespace,
-    CreateNamespace,
-    CreateVeth,
-    MoveIntoNamespace,
     NeighbourChange,
     NftChange,
     Plan,
     PurgeConntrack,
-    RemoveNamespace,
     Rename,
     ReportConnected,
     RouteChange,
     RunHooks,
     SetLink,
     SetSysctl,
-    Step,
 )
+
+if TYPE_CHECKING:
+    from vif_route_qubes.steps import Step
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -44,3 +44,35 @@ def test_a_default_before_a_field_without_one_is_refused() -> None:
         class Bad(Record):
             first: int = 0
             second: int  # type: ignore[misc]  # mypy refuses it too: the point of the test
+
+
+class Point(Record):
+    x: int
+    y: int = 0
+
+    @property
+    def norm(self) -> int:
+        return abs(self.x) + abs(self.y)
+
+
+def test_a_record_behaves_as_its_namedtuple() -> None:
+    from collections import namedtuple
+
+    reference = namedtuple("reference", ["x", "y"], defaults=[0])  # what typing.NamedTuple would build
+    assert Point(1, 2) == reference(1, 2) == (1, 2) and hash(Point(1, 2)) == hash(reference(1, 2))
+    assert Point(1) == Point(x=1) == Point(1, y=0) == reference(1)
+    assert repr(Point(1, 2)) == "Point(x=1, y=2)" and repr(reference(1, 2)) == "reference(x=1, y=2)"
+    assert Point._fields == reference._fields and Point._field_defaults == reference._field_defaults
+    assert Point(3, -4)._asdict() == {"x": 3, "y": -4} and Point._make([5, 6]) == Point(5, 6)
+    assert Point(3, -4).norm == 7 and Point(3, -4)[1] == -4 and Point(3, -4)._replace(y=1) == Point(3, 1)
+    assert pickle.loads(pickle.dumps(Point(1, 2))) == Point(1, 2)
+    match Point(1, 2):
+        case Point(a, b):
+            assert (a, b) == (1, 2)
+    for args, kwargs in (((), {}), ((1, 2, 3), {}), ((1,), {"x": 1}), ((1,), {"z": 2})):
+        with pytest.raises(TypeError):
+            Point(*args, **kwargs)
+        with pytest.raises(TypeError):
+            reference(*args, **kwargs)
+    with pytest.raises(TypeError, match="unexpected field"):
+        Point(1)._replace(z=2)  # type: ignore[call-arg]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, ip_address
+from typing import TYPE_CHECKING
 
 from tests.unit.test_describe import ENV, inputs
 from tests.unit.test_diff import configured, fresh
 from vif_route_qubes.describe import describe
 from vif_route_qubes.survey import Inventory, VifReport, orphans
 from vif_route_qubes.verdicts import drift_of
+
+if TYPE_CHECKING:
+    from vif_route_qubes.steps import Step
 
 
 def report(name: str, domid: int) -> VifReport:
@@ -89,8 +93,8 @@ def test_what_reconcile_does_with_each_verdict() -> None:
 def test_drift_of_every_kind_of_object() -> None:
     """One phrase per missing object, in the order online would make them."""
     from tests.unit.test_diff import FULL_BASE, MAP
+    from vif_route_qubes.nssteps import ConfigureNamespace, CreateNamespace
     from vif_route_qubes.state import BaseObjects, FlowFacts, Link
-    from vif_route_qubes.steps import ConfigureNamespace, CreateNamespace, Step
 
     state = describe(inputs(flowtable=True), ENV)
     partial = {"ip": BaseObjects(True, frozenset({"allowed"}), frozenset({"prerouting", "antispoof"})),
