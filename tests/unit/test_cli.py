@@ -7,7 +7,6 @@ without root against the XenStore double.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -26,17 +25,6 @@ def _restore_logging() -> Iterator[None]:
     root.handlers[:] = handlers
     root.setLevel(level)
 
-
-@pytest.fixture
-def xsd(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[XenStoreDouble]:
-    with XenStoreDouble(os.path.join(str(tmp_path), "xs.sock"), domid=1) as double:
-        monkeypatch.setenv("XENSTORED_PATH", double.path)
-        monkeypatch.setenv("QUBESDB_SOCKET", os.path.join(str(tmp_path), "absent.sock"))
-        monkeypatch.setenv("vif", "vif12.0")
-        monkeypatch.setenv("XENBUS_PATH", "backend/vif/12/0")
-        double.write(f"{BASE}/ip", "10.137.0.12")
-        double.write(f"{BASE}/mac", "00:16:3e:5e:6c:0c")
-        yield double
 
 
 @pytest.mark.parametrize("command", ["add", "remove"])

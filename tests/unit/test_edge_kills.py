@@ -7,8 +7,6 @@ Each names the mutant it kills.
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
 import os
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
@@ -37,7 +35,8 @@ from vif_route_qubes.inputs import parse_env, read_inputs
 from vif_route_qubes.mapped import MappedAddress, build_nat_table
 from vif_route_qubes.mapped_names import peer_name
 
-CTX = multiprocessing.get_context("fork")
+from .test_locks import CTX, _hold
+
 ENV = {"vif": "vif12.0", "XENBUS_PATH": "backend/vif/12/0"}
 BASE = "/local/domain/1/backend/vif/12/0"
 
@@ -67,14 +66,6 @@ def test_ipv6_is_on_for_the_netvm_only_when_qubesdb_says_so(stores: tuple[QubesD
     qdbd.rm("/qubes-ip6")
     qdbd.write("/qubes-netvm-gateway6", "fd09:24ef:4179::a89:1")
     assert read_inputs(env, xs, qdb, online=True).netvm_ipv6 is True
-
-
-def _hold(path: str, keys: list[str], ready: object, release: object) -> None:
-    locks = KeyLocks(path)
-    locks.acquire(keys, timeout=5)
-    ready.set()  # type: ignore[attr-defined]
-    release.wait(10)  # type: ignore[attr-defined]
-    locks.release()
 
 
 def _try_lock(path: str, keys: list[str], result: object) -> None:
@@ -111,22 +102,6 @@ def test_a_timed_out_acquire_keeps_none_of_its_locks(tmp_path: object) -> None:
         release.set()
         holder.join(10)
         mine.release()
-
-
-@pytest.fixture
-def xsd(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[XenStoreDouble]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    with XenStoreDouble(os.path.join(str(tmp_path), "xs.sock"), domid=1) as double:
-        monkeypatch.setenv("XENSTORED_PATH", double.path)
-        monkeypatch.setenv("QUBESDB_SOCKET", os.path.join(str(tmp_path), "absent.sock"))
-        monkeypatch.setenv("vif", "vif12.0")
-        monkeypatch.setenv("XENBUS_PATH", "backend/vif/12/0")
-        double.write(f"{BASE}/ip", "10.137.0.12")
-        double.write(f"{BASE}/mac", "00:16:3e:5e:6c:0c")
-        yield double
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.mark.parametrize("argv", [["--dry-run", "restart"], ["--dry-run", "--timeout", "0.5", "online"]])
