@@ -98,20 +98,38 @@ class Inotify:
     def _remove(self, wd: int) -> None:
         self._libc.inotify_rm_watch(self.fd, wd)  # EINVAL if the kernel dropped it already: fine
 
-    def rearm(self, *, from_scratch: bool = False) -> None:
-        """Make the watches those of ``plan_watches`` now."""
+    def rearm(self, *, from_scratch: bool = False) -> bool:
+        """Make the watches those of ``plan_watches`` now; whether the file
+        system changed while doing so (the path may have changed unseen).
+
+        A directory planned, then removed or renamed before its watch was
+        added (a whole tree swapped under us) fails the add: the plan is
+        made again, else nothing would watch the path's new place and the
+        watch would go blind for good.
+        """
         if from_scratch:
             for wd in list(self.names):
                 self._remove(wd)
             self.names.clear()
-        wanted: dict[int, set[bytes]] = {}
-        for directory, names in plan_watches(self.path).items():
-            wd = self._add(directory)
-            if wd >= 0:  # the same inode reached twice gives the same wd
-                wanted.setdefault(wd, set()).update(names)
+        raced = False
+        for _ in range(MAX_HOPS):
+            wanted: dict[int, set[bytes]] = {}
+            complete = True
+            for directory, names in plan_watches(self.path).items():
+                wd = self._add(directory)
+                if wd < 0:
+                    complete = False
+                    break
+                wanted.setdefault(wd, set()).update(names)  # the same inode reached twice gives the same wd
+            if complete:
+                break
+            raced = True
+            for wd in set(wanted) - set(self.names):
+                self._remove(wd)
         for wd in set(self.names) - set(wanted):
             self._remove(wd)
         self.names = wanted
+        return raced
 
     def read(self) -> bool:
         """Drain pending events, re-arm; whether any may concern the path."""
@@ -125,8 +143,8 @@ class Inotify:
                 changed, lost = self.classify(event)
                 hit |= changed
                 rearm_all |= lost
-        self.rearm(from_scratch=rearm_all)
-        return hit
+        raced = self.rearm(from_scratch=rearm_all)
+        return hit or raced
 
     def classify(self, event: Event) -> tuple[bool, bool]:
         """(may concern the path, events were lost: re-arm from scratch)."""

@@ -142,3 +142,34 @@ def test_close_releases_the_descriptor(tmp_path: Path) -> None:
     watcher.close()
     with pytest.raises(OSError):
         os.fstat(watcher.fd)
+
+
+def test_a_directory_gone_between_plan_and_watch_is_planned_again(tmp_path: Path, mocker: MockerFixture) -> None:
+    """A whole tree swapped under the watch: the directory planned is
+    removed before its watch is added. The plan is made again (else nothing
+    would watch the path's new place), and the read counts as a change."""
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "resolv.conf"
+    path.write_text("")
+    watcher = Inotify(str(path))
+    try:
+        real_add = watcher._add
+        swapped: list[str] = []
+
+        def add_after_swap(directory: str) -> int:
+            if directory == str(tmp_path / "etc") and not swapped:
+                swapped.append(directory)
+                (tmp_path / "etc" / "resolv.conf").unlink()
+                (tmp_path / "etc").rmdir()  # gone between plan_watches and the add
+            return real_add(directory)
+
+        mocker.patch.object(watcher, "_add", side_effect=add_after_swap)
+        assert watcher.rearm() is True
+        assert list(watcher.names.values()) == [{b"etc"}], "the parent watched for etc's return"
+        mocker.stopall()
+        (tmp_path / "etc").mkdir()
+        assert watcher.read() is True
+        path.write_text("nameserver 192.0.2.1\n")
+        assert watcher.read() is True, "still watching the new tree"
+    finally:
+        watcher.close()
