@@ -41,13 +41,8 @@ class FakeXenStore:
         return None if value is None else value.encode()
 
 
-class FakeQubesDB:
-    def __init__(self, keys: dict[str, str]) -> None:
-        self.keys = keys
-
-    def read(self, key: str) -> bytes | None:
-        value = self.keys.get(key)
-        return None if value is None else value.encode()
+class FakeQubesDB(FakeXenStore):
+    """The same key reads, as a context manager (what run_event opens)."""
 
     def __enter__(self) -> FakeQubesDB:
         return self
