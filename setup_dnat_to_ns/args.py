@@ -10,18 +10,20 @@ reference (tests/unit/test_argv.py checks they agree).
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from qubesnet.cliutil import read_plain_argv
+from qubesnet.records import Record
 
 
-class Args(namedtuple("Args", ("dry_run", "status", "watch", "verbose", "resolv_conf", "qubes_service_dir",
-                               "timeout"),
-                      defaults=(False, False, False, False, "/etc/resolv.conf", "/run/qubes-service", 2.0))):
-    """The parsed command line: dry_run, status, watch, verbose (bool),
-    resolv_conf, qubes_service_dir (str), timeout (float)."""
+class Args(Record):
+    """The parsed command line, whichever parser read it."""
 
-    __slots__ = ()
+    dry_run: bool = False
+    status: bool = False
+    watch: bool = False
+    verbose: bool = False
+    resolv_conf: str = "/etc/resolv.conf"
+    qubes_service_dir: str = "/run/qubes-service"
+    timeout: float = 2.0
 
 
 FLAGS = {"-v": "verbose", "--verbose": "verbose", "-n": "dry_run", "--dry-run": "dry_run", "--status": "status",
@@ -38,4 +40,4 @@ def parse_plain(argv: list[str]) -> Args | None:
     found = read[1]
     if sum(1 for mode in MODES if mode in found) > 1:
         return None  # argparse's error message
-    return Args()._replace(**found)
+    return Args()._replace(**found)  # type: ignore[arg-type]  # names and types checked by the reader

@@ -36,6 +36,7 @@ DIR_EVENTS = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_
 SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
 EVENT = struct.Struct("iIII")
 MAX_HOPS = 40  # as the kernel's limit on symlinks followed in one lookup
+REARM_ATTEMPTS = 40  # plans made again while the tree keeps changing under the watch
 
 
 class Event(NamedTuple):
@@ -112,7 +113,7 @@ class Inotify:
                 self._remove(wd)
             self.names.clear()
         raced = False
-        for _ in range(MAX_HOPS):
+        for _ in range(REARM_ATTEMPTS):
             wanted: dict[int, set[bytes]] = {}
             complete = True
             for directory, names in plan_watches(self.path).items():

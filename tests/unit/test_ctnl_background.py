@@ -64,6 +64,17 @@ def test_the_step_takes_the_early_purge_of_its_addresses(ct: Conntrack, mocker: 
     assert walk.calls == [(frozenset(A), "conntrack-purge")], "one walk, in the background, not run again"
 
 
+def test_a_step_for_fewer_addresses_takes_the_early_purge(ct: Conntrack, mocker: MockerFixture) -> None:
+    """A kernel without IPv6: online starts the purge for every client
+    address, the plan's step names the IPv4 one only (there are no IPv6
+    entries to purge); the table is walked once, not twice."""
+    walk = Walk(2)
+    mocker.patch.object(ct, "_purge_now", walk)
+    ct.start_purge(A)
+    assert ct.purge(A[:1]) == 2
+    assert walk.calls == [(frozenset(A), "conntrack-purge")], "one walk, not run again"
+
+
 def test_a_failed_early_purge_is_the_steps_failure(ct: Conntrack, mocker: MockerFixture) -> None:
     """Fail closed exactly as a synchronous purge: the applier sees the
     kernel's error at the purge step."""
